@@ -1,0 +1,45 @@
+"""Shared fixtures. Everything here is small, offline and fast."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MICRANET_FAST", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+UPSTREAM_SAMPLES = SHARED / "fixtures" / "upstream-samples"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture
+def upstream_samples():
+    """Folder of the real sample images of the original repository; skips when absent."""
+    if not UPSTREAM_SAMPLES.is_dir():
+        pytest.skip(f"real sample images not available ({UPSTREAM_SAMPLES} is absent)")
+    return UPSTREAM_SAMPLES
+
+
+@pytest.fixture
+def random_model():
+    """An Actin-shaped MICRA-Net with random weights and non-trivial BatchNorm statistics."""
+    from micranet_utils import MICRANet
+
+    model = MICRANet(num_classes=2, in_channels=1)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
+            elif name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
+    return model.eval()
