@@ -1,0 +1,43 @@
+# Two commands on a fresh machine with Python 3 and make:
+#   make tutorial   create .venv (once), install, run every lesson headless -> outputs/
+#   make test       same .venv, then the tests and the lessons in fast mode
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export MICRANET_WORKDIR ?= $(CURDIR)/outputs/work
+
+.PHONY: tutorial test test-unit test-lessons lab venv benchmarks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when pyproject.toml changes: a second run takes seconds.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,lab]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+tutorial: venv
+	$(BIN)/python tools/run_lessons.py --output outputs
+
+test: test-unit test-lessons
+
+test-unit: venv
+	MICRANET_FAST=1 $(BIN)/python -m pytest -q tests
+
+test-lessons: venv
+	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q \
+	  --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks
+
+lab: venv
+	$(BIN)/jupyter lab notebooks
+
+benchmarks: venv
+	$(BIN)/python benchmarks/gradcam.py
+	$(BIN)/python benchmarks/recipes.py
+	$(BIN)/python benchmarks/training.py
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,74 @@
+"""Small helpers the lessons share: where they write, fast mode, device choice.
+
+Every lesson starts with a ``parameters`` cell (``DATASET``, ``FAST``,
+``DEVICE``); these functions turn those into concrete paths and settings so
+that the same lesson runs in JupyterLab, on Binder, on Colab and headless in CI.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+
+
+def is_fast():
+    """True when the environment asks for fast mode (``MICRANET_FAST=1``).
+
+    Fast mode shrinks the work (fewer images, fewer epochs) so that CI stays
+    within its time budget; it never removes an assertion.
+    """
+    return os.environ.get("MICRANET_FAST", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def work_dir(create=True):
+    """Folder where lessons keep what they generate and share.
+
+    ``MICRANET_WORKDIR`` when set (``make tutorial`` and ``make test`` set it to
+    ``outputs/work``); otherwise ``./micranet-work`` beside the notebook.
+    Lesson 01 writes the demo data there, lesson 03 the trained model, and
+    later lessons reuse them (or regenerate them when opened alone).
+
+    Returns
+    -------
+    Path
+    """
+    folder = Path(os.environ.get("MICRANET_WORKDIR", "micranet-work")).expanduser().resolve()
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def pick_device(device="auto"):
+    """Resolve ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns
+    -------
+    torch.device
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return device
+
+
+def check_dataset_choice(dataset, allowed=("demo", "actin")):
+    """Validate a lesson's ``DATASET`` parameter; returns it lower-cased."""
+    choice = str(dataset).lower()
+    if choice not in allowed:
+        raise ValueError(f"DATASET = {dataset!r} is not available in this lesson; choose one of {allowed}")
+    return choice
+
+
+def in_colab():
+    """True inside Google Colab."""
+    import sys
+
+    return "google.colab" in sys.modules
