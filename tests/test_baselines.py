@@ -1,0 +1,167 @@
+"""Baselines: U-Net against the original's wiring, Otsu, Ilastik extraction, Mask R-CNN, comparison."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from original_unet import original_unet
+from torch.utils.data import TensorDataset
+
+from micranet_utils.baselines import otsu, unet
+from micranet_utils.baselines.ilastik import extract_ilastik_project
+from micranet_utils.errors import ZooError
+
+
+def _randomise_batchnorm(model, seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
+            elif name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def actin_unet():
+    return _randomise_batchnorm(unet.UNet(**unet.ACTIN_MODEL_PARAMS))
+
+
+def test_unet_equals_original_forward_with_original_key_names(actin_unet):
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        ours = actin_unet(x)
+        theirs = original_unet(actin_unet.state_dict(), x, depth=4)
+    assert ours.shape == (2, 2, 64, 64)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_unet_actin_configuration_size():
+    # 16-32-64-128 filters, 1 input channel, 2 output maps: the original's parameter count
+    assert sum(p.numel() for p in unet.UNet(**unet.ACTIN_MODEL_PARAMS).parameters()) == 483170
+
+
+def _write_original_layout(path, model):
+    """A zoo written as the original's save_ckpt does: UNet/<name>/<key>, trainer_params JSON."""
+    params = {"size": 256, "lr": 1e-4, "model_params": {"in_channels": 1, "out_channels": 2,
+                                                        "depth": 4, "number_filter": 4}}
+    with h5py.File(path, "w") as file:
+        group = file.create_group("UNet")
+        group.attrs["trainer_params"] = json.dumps(params, sort_keys=True, indent=4)
+        node = group.create_group("20190401-101112_42")
+        for key, value in model.state_dict().items():
+            node.create_dataset(key, data=value.numpy())
+
+
+def test_load_unet_reads_the_published_layout(tmp_path, actin_unet):
+    path = tmp_path / "ActinModelZoo.hdf5"
+    _write_original_layout(path, actin_unet)
+    loaded, params = unet.load_unet(path)
+    assert params["model_params"]["number_filter"] == 4
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), actin_unet(x))
+
+
+def test_save_then_load_unet_round_trip_keeps_other_groups(tmp_path, actin_unet):
+    path = tmp_path / "zoo.hdf5"
+    with h5py.File(path, "w") as file:
+        file.create_group("MICRANet").attrs["trainer_params"] = "{}"
+    unet.save_unet(path, actin_unet, {"size": 256, "seed": 1})
+    with h5py.File(path, "r") as file:
+        assert set(file) == {"MICRANet", "UNet"}
+        params = json.loads(file["UNet"].attrs["trainer_params"])
+    assert params["model_params"]["out_channels"] == 2 and params["size"] == 256
+    loaded, _ = unet.load_unet(path)
+    for key, value in actin_unet.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_load_unet_rejects_micranet_weights(tmp_path, random_model):
+    from micranet_utils.zoo import save_zoo
+
+    path = tmp_path / "zoo.hdf5"
+    save_zoo(path, random_model, {"size": 256}, group="UNet")
+    with pytest.raises(ZooError, match="U-Net"):
+        unet.load_unet(path)
+    with pytest.raises(ZooError, match="no group 'Other'"):
+        unet.load_unet(path, group="Other")
+
+
+def _squares(count, size=32, seed=0):
+    """Crops with one bright square (class 0) and one dim bar (class 1) on noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.1, 0.03, (count, 1, size, size)).astype(np.float32)
+    masks = np.zeros((count, 2, size, size), np.float32)
+    for k in range(count):
+        y, x = rng.integers(2, size - 10, 2)
+        images[k, 0, y:y + 8, x:x + 8] += 0.8
+        masks[k, 0, y:y + 8, x:x + 8] = 1
+        row = rng.integers(0, size - 3)
+        images[k, 0, row:row + 3, :] += 0.4
+        masks[k, 1, row:row + 3, :] = 1
+    targets = masks.reshape(count, 2, -1).max(-1)
+    return TensorDataset(torch.from_numpy(images), torch.from_numpy(targets), torch.from_numpy(masks))
+
+
+def test_train_unet_lowers_the_loss_and_records_time():
+    data = _squares(16)
+    model, info = unet.train_unet(data, _squares(8, seed=1), epochs=12, batch_size=8, lr=1e-2,
+                                  progress=False)
+    history = info["history"]
+    assert info["epochs"] == 12 and info["train_seconds"] > 0
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert 1 <= info["best_epoch"] <= 12
+    assert info["params"]["model_params"] == unet.ACTIN_MODEL_PARAMS
+    probabilities = unet.predict_unet(model, data.tensors[0][:4].numpy())
+    assert probabilities.shape == (4, 2, 32, 32)
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+
+
+def test_otsu_finds_bright_square_and_repeats_it_per_class():
+    images = np.zeros((2, 1, 16, 16), np.float32)
+    images[0, 0, 4:8, 4:8] = 1
+    masks = otsu.otsu_masks(images, num_classes=2, sigma=0)
+    assert masks.shape == (2, 2, 16, 16) and masks.dtype == bool
+    assert masks[0, 0].sum() == 16 and masks[0, 0, 4:8, 4:8].all()
+    np.testing.assert_array_equal(masks[:, 0], masks[:, 1])
+    assert not masks[1].any()          # a constant crop has no structure
+
+
+def test_otsu_rejects_colour_images():
+    with pytest.raises(ValueError, match="3 channels"):
+        otsu.otsu_masks(np.zeros((1, 3, 8, 8)))
+
+
+def _tiny_ilastik_zoo(path):
+    with h5py.File(path, "w") as file:
+        project = file.create_group("Ilastik")
+        project.attrs["note"] = "from the zoo"
+        project.create_dataset("ilastikVersion", data=b"1.3.2")
+        project.create_group("PixelClassification").create_dataset("LabelNames", data=[b"rings", b"fibers"])
+        file.create_group("MICRANet")
+
+
+def test_extract_ilastik_project_copies_the_group_to_the_top(tmp_path):
+    zoo = tmp_path / "ActinModelZoo-ilastik.hdf5"
+    _tiny_ilastik_zoo(zoo)
+    keys = extract_ilastik_project(zoo, tmp_path / "ACTIN.ilp")
+    assert sorted(keys) == ["PixelClassification", "ilastikVersion"]
+    with h5py.File(tmp_path / "ACTIN.ilp", "r") as project:
+        assert project["ilastikVersion"][()] == b"1.3.2"
+        assert list(project["PixelClassification/LabelNames"][()]) == [b"rings", b"fibers"]
+        assert project.attrs["note"] == "from the zoo"
+
+
+def test_extract_ilastik_project_without_group_writes_nothing(tmp_path):
+    zoo = tmp_path / "zoo.hdf5"
+    with h5py.File(zoo, "w") as file:
+        file.create_group("MICRANet")
+    with pytest.raises(ZooError, match="no Ilastik project"):
+        extract_ilastik_project(zoo, tmp_path / "out.ilp")
+    assert list(tmp_path.iterdir()) == [zoo]
+    with pytest.raises(ZooError, match="no such model file"):
+        extract_ilastik_project(tmp_path / "absent.hdf5", tmp_path / "out.ilp")
