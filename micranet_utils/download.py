@@ -1,0 +1,641 @@
+"""Download the published MICRA-Net models and data sets into a local cache, safely.
+
+The original authors (Bilodeau et al., FLClab, Université Laval) publish one
+archive, ``MICRA-Net.tar.gz``, that holds the trained model zoos (``models/``)
+and the training data (``datasets/``), and two Ilastik zoos as separate files.
+This module fetches them with :mod:`pooch` (cache folder, retries, SHA-256
+check, progress bar) and adds what pooch lacks: resuming an interrupted
+download with an HTTP ``Range`` request (:class:`ResumableDownloader`) and
+extracting an archive without trusting its paths (:func:`safe_extract`).
+
+The cache, ``micranet_home()``, ends up like this::
+
+    MICRA-Net/
+        models/            ActinModelZoo.hdf5, CTCModelZoo.hdf5, ...   (from the archive)
+        datasets/          training_01-04-19.hdf5, ...                 (from the archive)
+        models-ilastik/    ActinModelZoo-ilastik.hdf5, CTCModelZoo-ilastik.hdf5
+        .micranet-archive.json                                         (where it came from)
+
+Environment variables
+---------------------
+MICRANET_HOME
+    The cache folder (default: the OS cache folder for "micranet").
+MICRANET_BASE_URL
+    Replaces ``https://s3.valeria.science`` in every URL: a mirror, or a test server.
+MICRANET_DOWNLOAD_RETRIES, MICRANET_DOWNLOAD_TIMEOUT
+    How many times a broken download is retried (default 2) and how many
+    seconds to wait for the server (default 60).
+
+Examples
+--------
+>>> tree = fetch_published("models")                        # doctest: +SKIP
+>>> published_path("models", "ActinModelZoo.hdf5")          # doctest: +SKIP
+PosixPath('/home/me/.cache/micranet/MICRA-Net/models/ActinModelZoo.hdf5')
+"""
+
+import json
+import os
+import posixpath
+import shutil
+import sys
+import tarfile
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import pooch
+
+from . import _registry
+from .errors import DownloadError, MicranetError
+from .files import write_atomic
+
+DEFAULT_BASE_URL = "https://s3.valeria.science"
+BUCKET = "flclab-micranet"
+ARCHIVE = "MICRA-Net.tar.gz"
+ILASTIK = ("MICRA-Net/models-ilastik/ActinModelZoo-ilastik.hdf5",
+           "MICRA-Net/models-ilastik/CTCModelZoo-ilastik.hdf5")
+TREE = "MICRA-Net"
+FOLDERS = {"models": "models", "datasets": "datasets", "ilastik": "models-ilastik"}
+WHAT = ("all", "models", "datasets", "ilastik")
+MARKER = ".micranet-archive.json"
+CITATION = ("A. Bilodeau et al., Microscopy analysis neural network to solve detection, enumeration "
+            "and segmentation from image-level annotations, Nature Machine Intelligence 4, 455-466 "
+            "(2022), doi:10.1038/s42256-022-00472-w")
+NOTE = ("Note: the MICRA-Net models and data sets are the work of their original authors "
+        "(Bilodeau et al., FLClab, Université Laval), shared under their licence for "
+        "non-commercial research use (https://github.com/FLClab/MICRA-Net). If you use them, "
+        f"please cite: {CITATION}.")
+
+
+class UnverifiedDownloadWarning(UserWarning):
+    """A file was downloaded but no published SHA-256 is recorded to check it against."""
+
+
+class _Retry(ValueError):
+    """A failure worth another try (pooch retries ValueError): broken connection, server error."""
+
+
+class _GiveUp(Exception):
+    """A failure no retry can fix (pooch lets it through): 404, no network, disk full."""
+
+
+def micranet_home():
+    """The cache folder of the published files: ``$MICRANET_HOME`` or the OS cache folder.
+
+    Returns
+    -------
+    Path
+        e.g. ``~/.cache/micranet`` on Linux, ``~/Library/Caches/micranet`` on macOS.
+    """
+    value = os.environ.get("MICRANET_HOME")
+    return Path(value).expanduser() if value else Path(pooch.os_cache("micranet"))
+
+
+def base_url():
+    """Scheme and host the published files are fetched from, without a trailing slash.
+
+    ``$MICRANET_BASE_URL`` when set (a mirror, or ``http://127.0.0.1:PORT`` in
+    tests), else ``https://s3.valeria.science``. Any path in it is kept as a prefix.
+    """
+    value = os.environ.get("MICRANET_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    if not value.startswith(("http://", "https://")):
+        raise DownloadError(f"MICRANET_BASE_URL={value!r}: expected an http:// or https:// address, "
+                            "e.g. http://127.0.0.1:8000")
+    return value.rstrip("/")
+
+
+def published_url(name):
+    """Full URL of one published file, e.g. ``published_url("MICRA-Net.tar.gz")``."""
+    return f"{base_url()}/{BUCKET}/{name}"
+
+
+def _env_number(name, default, kind):
+    value = os.environ.get(name, "").strip()
+    try:
+        return kind(value) if value else default
+    except ValueError:
+        raise DownloadError(f"{name}={value!r}: expected a number") from None
+
+
+def _human(size):
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def _unreachable(url, err, timeout):
+    """The message for 'no network': why, and the two ways around it."""
+    import requests
+
+    text = str(err)
+    if isinstance(err, requests.Timeout):
+        reason = f"no answer within {timeout:g} s"
+    elif "refused" in text.lower():
+        reason = "connection refused"
+    elif any(word in text for word in ("NameResolution", "getaddrinfo", "not known", "nodename")):
+        reason = "host name not found: no network, or no DNS"
+    else:
+        reason = f"network error: {text.rsplit(': ', 1)[-1].rstrip(')')}"
+    home = micranet_home()
+    return (f"cannot reach {url} ({reason}). To get the published files another way, either set "
+            "MICRANET_BASE_URL to a mirror holding the same paths (e.g. MICRANET_BASE_URL=http://my-mirror:8000), "
+            f"or download {url} on a connected computer and put it in {home} (it is extracted on the next run; "
+            f"or extract it yourself so that {home / TREE / 'models'} and {home / TREE / 'datasets'} hold the .hdf5 files).")
+
+
+_NOTE_SHOWN = False
+
+
+class ResumableDownloader:
+    """A pooch downloader that resumes an interrupted HTTP download.
+
+    Bytes go to a hidden ``.<name>.part`` file next to the destination. If the
+    connection breaks, the part stays; the next call (pooch's retry, or a new
+    run) asks the server for the rest with ``Range: bytes=<size>-`` (guarded by
+    ``If-Range`` so a file changed on the server restarts from zero). Servers
+    that ignore ``Range`` answer 200 and the download simply starts over. Only
+    a complete part is renamed onto the file pooch then hash-checks and moves
+    into place, so a partial download never looks complete.
+
+    Parameters
+    ----------
+    progress : bool
+        Show a ``tqdm`` progress bar.
+    timeout : float
+        Seconds to wait for the server to connect or to send the next bytes.
+    extract_factor : float
+        Free space required beyond the download, as a multiple of its size
+        (1.0 for an archive that will be extracted next to itself).
+    chunk_size : int
+        Bytes read at a time.
+    """
+
+    def __init__(self, progress=True, timeout=60.0, extract_factor=0.0, chunk_size=1 << 20):
+        self.progress, self.timeout = progress, timeout
+        self.extract_factor, self.chunk_size = extract_factor, chunk_size
+
+    def __call__(self, url, output_file, pooch_instance, check_only=False):
+        """Download `url` into `output_file` (pooch's downloader protocol)."""
+        import requests
+
+        if check_only:
+            return requests.head(url, timeout=self.timeout, allow_redirects=True).status_code == 200
+        _show_note_once()
+        part = Path(output_file).parent / f".{posixpath.basename(url)}.part"
+        for _ in range(2):  # a second round only after throwing away a stale part
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"Accept-Encoding": "identity"}
+            validator = _read_text(part.with_name(part.name + ".validator"))
+            if have:
+                headers["Range"] = f"bytes={have}-"
+                if validator:
+                    headers["If-Range"] = validator
+            try:
+                response = requests.get(url, headers=headers, stream=True, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                raise _GiveUp(_unreachable(url, err, self.timeout)) from None
+            with response:
+                if response.status_code == 416 and have:
+                    _remove_part(part)
+                    continue
+                _check_status(url, response)
+                start, total = _content_range(response, have)
+                if start is None:
+                    _remove_part(part)
+                    continue
+                self._check_space(part.parent, url, start, total)
+                if start == 0:
+                    etag = response.headers.get("ETag") or response.headers.get("Last-Modified") or ""
+                    part.with_name(part.name + ".validator").write_text(etag)
+                self._receive(url, response, part, start, total)
+            os.replace(part, output_file)
+            part.with_name(part.name + ".validator").unlink(missing_ok=True)
+            return None
+        raise _Retry(f"{url}: the server did not honour the resume request; retrying from the start.")
+
+    def _check_space(self, folder, url, start, total):
+        if total is None:
+            return
+        need = (total - start) + self.extract_factor * total
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            what = "download and extract" if self.extract_factor else "download"
+            raise _GiveUp(f"not enough free space in {folder} to {what} {url}: about {_human(need)} needed, "
+                          f"{_human(free)} free. Free some space, or set MICRANET_HOME to a folder on a larger disk.")
+
+    def _receive(self, url, response, part, start, total):
+        from tqdm.auto import tqdm
+        from urllib3.exceptions import HTTPError
+
+        with open(part, "ab" if start else "wb") as out, \
+                tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                     desc=posixpath.basename(url), disable=not self.progress) as bar:
+            try:
+                for chunk in response.raw.stream(self.chunk_size, decode_content=False):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except (HTTPError, OSError) as err:
+                out.flush()
+                raise _Retry(f"{url}: the connection broke after {_human(out.tell())} "
+                             f"of {_human(total) if total else '?'} ({type(err).__name__}).") from None
+            out.flush()
+            os.fsync(out.fileno())
+            size = out.tell()
+        if total is not None and size != total:
+            raise _Retry(f"{url}: the server closed the connection after {_human(size)} of {_human(total)}.")
+
+
+def _read_text(path):
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _remove_part(part):
+    part.unlink(missing_ok=True)
+    part.with_name(part.name + ".validator").unlink(missing_ok=True)
+
+
+def _check_status(url, response):
+    status, reason = response.status_code, response.reason or ""
+    if status < 400:
+        return
+    if status >= 500:
+        raise _Retry(f"{url}: the server failed ({status} {reason}); try again later, or use a mirror "
+                     "(MICRANET_BASE_URL).")
+    hint = ""
+    if status == 404:
+        mirror = os.environ.get("MICRANET_BASE_URL")
+        hint = (f" Check that the mirror MICRANET_BASE_URL={mirror} holds the published paths." if mirror
+                else " The authors may have moved the files: see https://github.com/FLClab/MICRA-Net.")
+    raise _GiveUp(f"{url}: the server answered {status} {reason}.{hint}")
+
+
+def _content_range(response, have):
+    """(first byte sent, total size or None); first byte None if a 206 does not start at `have`."""
+    length = response.headers.get("Content-Length")
+    if response.status_code != 206:
+        return 0, int(length) if length else None
+    value = response.headers.get("Content-Range", "")  # "bytes START-END/TOTAL"
+    try:
+        span, total = value.split(" ", 1)[1].split("/")
+        start = int(span.split("-")[0])
+    except (IndexError, ValueError):
+        return None, None
+    return (start if start == have else None), (int(total) if total != "*" else None)
+
+
+def _show_note_once():
+    global _NOTE_SHOWN
+    if not _NOTE_SHOWN:
+        print(NOTE, flush=True)
+        _NOTE_SHOWN = True
+
+
+def safe_extract(archive, destination, root=None):
+    """Extract a tar archive without trusting it; all or nothing.
+
+    Every member is checked before it is written: absolute paths, ``..``
+    components, symbolic or hard links that point outside the archive, and
+    device files or FIFOs are refused (Python's ``data`` extraction filter is
+    applied too, as a second line of defence). Members are extracted into a
+    hidden temporary folder next to `destination`, which replaces it (or, if
+    `destination` already exists, whose top-level entries replace the entries
+    of the same name) only once everything is out. On any failure the
+    temporary folder is removed: nothing half-extracted is left behind.
+
+    Parameters
+    ----------
+    archive : str or Path
+        A ``.tar``, ``.tar.gz``, ``.tar.bz2`` or ``.tar.xz`` file. Read in one pass.
+    destination : str or Path
+        Folder to fill.
+    root : str, optional
+        If the archive's only top-level entry is a folder of this name, its
+        content (not the folder itself) goes into `destination`.
+
+    Returns
+    -------
+    Path
+        `destination`.
+
+    Raises
+    ------
+    DownloadError
+        If the archive is unreadable, holds an unsafe member (named in the
+        message), or the disk fills up.
+    """
+    archive, destination = Path(archive), Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
+    try:
+        try:
+            with tarfile.open(archive, "r|*") as tar:
+                for member in tar:
+                    _check_member(archive, member)
+                    if member.size > shutil.disk_usage(scratch).free:
+                        raise DownloadError(f"{archive}: not enough free space in {destination.parent} "
+                                            f"to extract {member.name} ({_human(member.size)}).")
+                    tar.extract(member, scratch, set_attrs=False, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise DownloadError(f"{archive}: cannot extract ({type(err).__name__}: {err}); "
+                                "the archive is damaged or not a tar archive.") from None
+        source = scratch
+        entries = [entry for entry in scratch.iterdir() if not entry.name.startswith("._")]
+        if root and len(entries) == 1 and entries[0].name == root and entries[0].is_dir() \
+                and not entries[0].is_symlink():
+            source = entries[0]
+        _move_into(source, destination, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return destination
+
+
+def _check_member(archive, member):
+    """Raise DownloadError if extracting `member` could write outside the destination."""
+    name = member.name
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        problem = "has an absolute path"
+    elif ".." in parts:
+        problem = "contains '..'"
+    elif member.isdev():
+        problem = "is a device file or FIFO"
+    elif member.issym() or member.islnk():
+        base = posixpath.dirname(name) if member.issym() else ""
+        target = posixpath.normpath(posixpath.join(base, member.linkname))
+        outside = member.linkname.startswith("/") or target == ".." or target.startswith("../")
+        problem = f"is a link pointing outside the archive (to {member.linkname!r})" if outside else ""
+    else:
+        problem = "" if (member.isfile() or member.isdir()) else "is not a regular file or folder"
+    if problem:
+        raise DownloadError(f"{archive}: refused to extract: member {name!r} {problem}. "
+                            "Nothing was extracted; the archive may have been tampered with.")
+
+
+def _move_into(source, destination, scratch):
+    """Rename `source` onto `destination`, or each of its entries into an existing `destination`."""
+    if not destination.exists():
+        os.replace(source, destination)
+        return
+    for entry in list(source.iterdir()):
+        target = destination / entry.name
+        if target.exists() or target.is_symlink():
+            old = scratch / f".old-{entry.name}"
+            os.replace(target, old)  # out of the way first: the new entry appears whole
+        os.replace(entry, target)
+
+
+class _ExtractArchive:
+    """pooch processor: safely extract the downloaded archive into the published tree."""
+
+    def __init__(self, tree, url, known_hash, keep_archive):
+        self.tree, self.url, self.known_hash, self.keep_archive = tree, url, known_hash, keep_archive
+
+    def __call__(self, fname, action, pooch_instance):
+        archive = Path(fname)
+        digest = self.known_hash or pooch.file_hash(str(archive))
+        if not self.known_hash:
+            _warn_unverified(archive.name, digest)
+        try:
+            safe_extract(archive, self.tree, root=TREE)
+        except DownloadError:
+            if not self.known_hash:  # possibly damaged or hostile: never reuse it
+                archive.unlink(missing_ok=True)
+            raise
+        record = {"url": self.url, "sha256": digest, "verified": bool(self.known_hash),
+                  "size": archive.stat().st_size}
+        write_atomic(self.tree / MARKER, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+        if not self.keep_archive:
+            archive.unlink()
+        return str(self.tree)
+
+
+_WARNED = set()
+
+
+def _warn_unverified(name, digest):
+    if name in _WARNED:
+        return
+    _WARNED.add(name)
+    warnings.warn(f"{name} is UNVERIFIED: this package has no published SHA-256 recorded for it yet, so a "
+                  f"damaged or altered file would go unnoticed. Its SHA-256 is {digest}. Maintainers record "
+                  "the published hashes with `python tools/record_hashes.py` (in the tutorial repository).",
+                  UnverifiedDownloadWarning, stacklevel=2)
+
+
+def _known_hash(name):
+    digest = _registry.PUBLISHED.get(name, {}).get("sha256")
+    return f"sha256:{digest}" if digest else None
+
+
+@contextmanager
+def _as_download_error(url, home):
+    """Turn the internal and pooch failures of one download into a DownloadError."""
+    try:
+        yield
+    except MicranetError:
+        raise
+    except _GiveUp as err:
+        raise DownloadError(str(err)) from None
+    except _Retry as err:
+        raise DownloadError(f"{err} The part already received is kept in {home}: "
+                            "run the same command again to resume.") from None
+    except ValueError as err:  # pooch: the SHA-256 does not match the registry
+        raise DownloadError(f"{url}: {err} The downloaded file was deleted.") from None
+    except OSError as err:
+        raise DownloadError(f"{err.filename or home}: cannot write the download "
+                            f"({err.strerror or err}).") from None
+
+
+@contextmanager
+def _quiet_pooch():
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _download_lock(home):
+    """Let one process at a time download into `home` (POSIX only; elsewhere a no-op)."""
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(home / ".download.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another download into {home} to finish...", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _download(name, home, progress, retries, timeout, processor=None):
+    known = _known_hash(name)
+    retries = _env_number("MICRANET_DOWNLOAD_RETRIES", 2, int) if retries is None else retries
+    timeout = _env_number("MICRANET_DOWNLOAD_TIMEOUT", 60.0, float) if timeout is None else timeout
+    url = published_url(name)
+    fetcher = pooch.create(path=home, base_url=f"{base_url()}/{BUCKET}/", registry={name: known},
+                           retry_if_failed=max(0, int(retries)))
+    downloader = ResumableDownloader(progress, timeout, extract_factor=1.0 if processor else 0.0)
+    existed = (home / name).is_file()
+    with _quiet_pooch(), _as_download_error(url, home):
+        path = fetcher.fetch(name, processor=processor, downloader=downloader)
+    if processor is None and known is None and not existed:
+        _warn_unverified(posixpath.basename(name), pooch.file_hash(path))
+    return Path(path)
+
+
+def download_file(name, home=None, progress=True, *, retries=None, timeout=None):
+    """Download one published file as is (no extraction) into the cache.
+
+    Parameters
+    ----------
+    name : str
+        Path under ``<base URL>/flclab-micranet/``, e.g. ``"MICRA-Net.tar.gz"``.
+    home : str or Path, optional
+        Cache folder; default :func:`micranet_home`.
+    progress : bool
+        Show a progress bar.
+    retries, timeout : int, float, optional
+        Retries after a broken download, and seconds to wait for the server
+        (defaults: ``$MICRANET_DOWNLOAD_RETRIES`` or 2, ``$MICRANET_DOWNLOAD_TIMEOUT`` or 60).
+
+    Returns
+    -------
+    Path
+        ``home / name``, complete and checked against the registry when a hash is recorded.
+    """
+    home = Path(home).expanduser() if home else micranet_home()
+    with _download_lock(home):
+        return _download(name, home, progress, retries, timeout)
+
+
+def _has_files(folder):
+    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def fetch_published(what="all", home=None, progress=True, *, retries=None, timeout=None, keep_archive=False):
+    """Make sure the published files are in the cache; download what is missing.
+
+    Parameters
+    ----------
+    what : {"all", "models", "datasets", "ilastik"}
+        ``"models"`` and ``"datasets"`` both come from the one published
+        archive (several GB); ``"ilastik"`` is the two Ilastik zoos; ``"all"`` is everything.
+    home : str or Path, optional
+        Cache folder; default :func:`micranet_home`.
+    progress : bool
+        Show progress bars.
+    retries, timeout : int, float, optional
+        See :func:`download_file`.
+    keep_archive : bool
+        Keep ``MICRA-Net.tar.gz`` after extracting it (default: delete it to save space).
+
+    Returns
+    -------
+    Path
+        The ``MICRA-Net`` folder holding ``models/``, ``datasets/`` and ``models-ilastik/``.
+
+    Raises
+    ------
+    DownloadError
+        No network, a server error, a hash mismatch, an unsafe archive, or a full disk;
+        the message says what to do.
+    """
+    if what not in WHAT:
+        raise DownloadError(f"what={what!r}: expected one of {', '.join(WHAT)}")
+    home = Path(home).expanduser() if home else micranet_home()
+    tree = home / TREE
+    with _download_lock(home):
+        wanted = ("models", "datasets") if what == "all" else (what,)
+        if what != "ilastik" and not all(_has_files(tree / FOLDERS[kind]) for kind in wanted):
+            extract = _ExtractArchive(tree, published_url(ARCHIVE), _known_hash(ARCHIVE), keep_archive)
+            _download(ARCHIVE, home, progress, retries, timeout, processor=extract)
+            missing = [kind for kind in wanted if not _has_files(tree / kind)]
+            if missing:
+                found = sorted(entry.name for entry in tree.iterdir())
+                raise DownloadError(f"{published_url(ARCHIVE)}: the archive has no {' or '.join(missing)} "
+                                    f"folder; {tree} now holds: {', '.join(found) or 'nothing'}.")
+        if what in ("all", "ilastik"):
+            for name in ILASTIK:
+                if not (home / name).is_file():
+                    _download(name, home, progress, retries, timeout)
+    return tree
+
+
+def published_path(kind, name, home=None, progress=True):
+    """Path of one published file, downloaded first if it is not in the cache.
+
+    Parameters
+    ----------
+    kind : {"models", "datasets", "ilastik"}
+        Which folder of the published tree.
+    name : str
+        File name, e.g. ``"ActinModelZoo.hdf5"`` or ``"training_01-04-19.hdf5"``.
+
+    Returns
+    -------
+    Path
+        e.g. ``micranet_home() / "MICRA-Net/models/ActinModelZoo.hdf5"``.
+    """
+    if kind not in FOLDERS:
+        raise DownloadError(f"kind={kind!r}: expected one of {', '.join(FOLDERS)}")
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise DownloadError(f"name={name!r}: expected a plain file name such as 'ActinModelZoo.hdf5'")
+    home = Path(home).expanduser() if home else micranet_home()
+    folder = home / TREE / FOLDERS[kind]
+    if not (folder / name).is_file():
+        fetch_published(kind, home, progress)
+    if not (folder / name).is_file():
+        found = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        raise DownloadError(f"{folder / name}: no such published file; {folder} holds: "
+                            f"{', '.join(found) or 'nothing'}")
+    return folder / name
+
+
+def cli_arguments(parser):
+    """Arguments of ``micranet download``."""
+    parser.add_argument("what", nargs="?", default="all", choices=WHAT,
+                        help="what to fetch: all (default), models or datasets (both are in the one "
+                             "published archive), ilastik (the two Ilastik zoos)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="cache folder (default: $MICRANET_HOME, else the OS cache folder for 'micranet')")
+    parser.add_argument("--keep-archive", action="store_true", help="keep MICRA-Net.tar.gz after extracting it")
+    parser.add_argument("--retries", type=int, default=None, help="retries after a broken download (default 2)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for the server (default 60)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.epilog = ("examples:\n  micranet download models\n"
+                     "  MICRANET_HOME=/data/micranet micranet download all\n"
+                     "  MICRANET_BASE_URL=http://my-mirror:8000 micranet download   # from a mirror\n"
+                     "An interrupted download resumes when the command is run again.")
+
+
+def cli_run(args):
+    """Run ``micranet download``; warnings are printed as plain lines. Returns 0."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedDownloadWarning)
+        try:
+            tree = fetch_published(args.what, args.home, progress=not args.no_progress, retries=args.retries,
+                                   timeout=args.timeout, keep_archive=args.keep_archive)
+        finally:
+            for warning in caught:
+                print(f"micranet download: warning: {warning.message}", file=sys.stderr)
+    print(f"Published files in {tree}:")
+    for folder in FOLDERS.values():
+        files = sorted(p for p in (tree / folder).glob("*") if p.is_file()) if (tree / folder).is_dir() else []
+        if files:
+            size = sum(p.stat().st_size for p in files)
+            print(f"  {folder}/: {len(files)} files, {_human(size)} ({', '.join(p.name for p in files[:6])}"
+                  f"{', ...' if len(files) > 6 else ''})")
+    return 0
