@@ -36,10 +36,7 @@ PosixPath('/home/me/.cache/micranet/MICRA-Net/models/ActinModelZoo.hdf5')
 import json
 import os
 import posixpath
-import shutil
 import sys
-import tarfile
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +46,10 @@ import pooch
 from . import _registry
 from .errors import DownloadError, MicranetError
 from .files import write_atomic
+from .transfer import GiveUp, ResumableDownloader, Retry, Unreachable, human_size, safe_extract
+
+__all__ = ["micranet_home", "base_url", "published_url", "fetch_published", "published_path", "download_file",
+           "safe_extract", "ResumableDownloader", "UnverifiedDownloadWarning", "cli_arguments", "cli_run"]
 
 DEFAULT_BASE_URL = "https://s3.valeria.science"
 BUCKET = "flclab-micranet"
@@ -70,14 +71,6 @@ NOTE = ("Note: the MICRA-Net models and data sets are the work of their original
 
 class UnverifiedDownloadWarning(UserWarning):
     """A file was downloaded but no published SHA-256 is recorded to check it against."""
-
-
-class _Retry(ValueError):
-    """A failure worth another try (pooch retries ValueError): broken connection, server error."""
-
-
-class _GiveUp(Exception):
-    """A failure no retry can fix (pooch lets it through): 404, no network, disk full."""
 
 
 def micranet_home():
@@ -118,174 +111,7 @@ def _env_number(name, default, kind):
         raise DownloadError(f"{name}={value!r}: expected a number") from None
 
 
-def _human(size):
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-
-
-def _unreachable(url, err, timeout):
-    """The message for 'no network': why, and the two ways around it."""
-    import requests
-
-    text = str(err)
-    if isinstance(err, requests.Timeout):
-        reason = f"no answer within {timeout:g} s"
-    elif "refused" in text.lower():
-        reason = "connection refused"
-    elif any(word in text for word in ("NameResolution", "getaddrinfo", "not known", "nodename")):
-        reason = "host name not found: no network, or no DNS"
-    else:
-        reason = f"network error: {text.rsplit(': ', 1)[-1].rstrip(')')}"
-    home = micranet_home()
-    return (f"cannot reach {url} ({reason}). To get the published files another way, either set "
-            "MICRANET_BASE_URL to a mirror holding the same paths (e.g. MICRANET_BASE_URL=http://my-mirror:8000), "
-            f"or download {url} on a connected computer and put it in {home} (it is extracted on the next run; "
-            f"or extract it yourself so that {home / TREE / 'models'} and {home / TREE / 'datasets'} hold the .hdf5 files).")
-
-
 _NOTE_SHOWN = False
-
-
-class ResumableDownloader:
-    """A pooch downloader that resumes an interrupted HTTP download.
-
-    Bytes go to a hidden ``.<name>.part`` file next to the destination. If the
-    connection breaks, the part stays; the next call (pooch's retry, or a new
-    run) asks the server for the rest with ``Range: bytes=<size>-`` (guarded by
-    ``If-Range`` so a file changed on the server restarts from zero). Servers
-    that ignore ``Range`` answer 200 and the download simply starts over. Only
-    a complete part is renamed onto the file pooch then hash-checks and moves
-    into place, so a partial download never looks complete.
-
-    Parameters
-    ----------
-    progress : bool
-        Show a ``tqdm`` progress bar.
-    timeout : float
-        Seconds to wait for the server to connect or to send the next bytes.
-    extract_factor : float
-        Free space required beyond the download, as a multiple of its size
-        (1.0 for an archive that will be extracted next to itself).
-    chunk_size : int
-        Bytes read at a time.
-    """
-
-    def __init__(self, progress=True, timeout=60.0, extract_factor=0.0, chunk_size=1 << 20):
-        self.progress, self.timeout = progress, timeout
-        self.extract_factor, self.chunk_size = extract_factor, chunk_size
-
-    def __call__(self, url, output_file, pooch_instance, check_only=False):
-        """Download `url` into `output_file` (pooch's downloader protocol)."""
-        import requests
-
-        if check_only:
-            return requests.head(url, timeout=self.timeout, allow_redirects=True).status_code == 200
-        _show_note_once()
-        part = Path(output_file).parent / f".{posixpath.basename(url)}.part"
-        for _ in range(2):  # a second round only after throwing away a stale part
-            have = part.stat().st_size if part.exists() else 0
-            headers = {"Accept-Encoding": "identity"}
-            validator = _read_text(part.with_name(part.name + ".validator"))
-            if have:
-                headers["Range"] = f"bytes={have}-"
-                if validator:
-                    headers["If-Range"] = validator
-            try:
-                response = requests.get(url, headers=headers, stream=True, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                raise _GiveUp(_unreachable(url, err, self.timeout)) from None
-            with response:
-                if response.status_code == 416 and have:
-                    _remove_part(part)
-                    continue
-                _check_status(url, response)
-                start, total = _content_range(response, have)
-                if start is None:
-                    _remove_part(part)
-                    continue
-                self._check_space(part.parent, url, start, total)
-                if start == 0:
-                    etag = response.headers.get("ETag") or response.headers.get("Last-Modified") or ""
-                    part.with_name(part.name + ".validator").write_text(etag)
-                self._receive(url, response, part, start, total)
-            os.replace(part, output_file)
-            part.with_name(part.name + ".validator").unlink(missing_ok=True)
-            return None
-        raise _Retry(f"{url}: the server did not honour the resume request; retrying from the start.")
-
-    def _check_space(self, folder, url, start, total):
-        if total is None:
-            return
-        need = (total - start) + self.extract_factor * total
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            what = "download and extract" if self.extract_factor else "download"
-            raise _GiveUp(f"not enough free space in {folder} to {what} {url}: about {_human(need)} needed, "
-                          f"{_human(free)} free. Free some space, or set MICRANET_HOME to a folder on a larger disk.")
-
-    def _receive(self, url, response, part, start, total):
-        from tqdm.auto import tqdm
-        from urllib3.exceptions import HTTPError
-
-        with open(part, "ab" if start else "wb") as out, \
-                tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=posixpath.basename(url), disable=not self.progress) as bar:
-            try:
-                for chunk in response.raw.stream(self.chunk_size, decode_content=False):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            except (HTTPError, OSError) as err:
-                out.flush()
-                raise _Retry(f"{url}: the connection broke after {_human(out.tell())} "
-                             f"of {_human(total) if total else '?'} ({type(err).__name__}).") from None
-            out.flush()
-            os.fsync(out.fileno())
-            size = out.tell()
-        if total is not None and size != total:
-            raise _Retry(f"{url}: the server closed the connection after {_human(size)} of {_human(total)}.")
-
-
-def _read_text(path):
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def _remove_part(part):
-    part.unlink(missing_ok=True)
-    part.with_name(part.name + ".validator").unlink(missing_ok=True)
-
-
-def _check_status(url, response):
-    status, reason = response.status_code, response.reason or ""
-    if status < 400:
-        return
-    if status >= 500:
-        raise _Retry(f"{url}: the server failed ({status} {reason}); try again later, or use a mirror "
-                     "(MICRANET_BASE_URL).")
-    hint = ""
-    if status == 404:
-        mirror = os.environ.get("MICRANET_BASE_URL")
-        hint = (f" Check that the mirror MICRANET_BASE_URL={mirror} holds the published paths." if mirror
-                else " The authors may have moved the files: see https://github.com/FLClab/MICRA-Net.")
-    raise _GiveUp(f"{url}: the server answered {status} {reason}.{hint}")
-
-
-def _content_range(response, have):
-    """(first byte sent, total size or None); first byte None if a 206 does not start at `have`."""
-    length = response.headers.get("Content-Length")
-    if response.status_code != 206:
-        return 0, int(length) if length else None
-    value = response.headers.get("Content-Range", "")  # "bytes START-END/TOTAL"
-    try:
-        span, total = value.split(" ", 1)[1].split("/")
-        start = int(span.split("-")[0])
-    except (IndexError, ValueError):
-        return None, None
-    return (start if start == have else None), (int(total) if total != "*" else None)
 
 
 def _show_note_once():
@@ -295,105 +121,12 @@ def _show_note_once():
         _NOTE_SHOWN = True
 
 
-def safe_extract(archive, destination, root=None):
-    """Extract a tar archive without trusting it; all or nothing.
-
-    Every member is checked before it is written: absolute paths, ``..``
-    components, symbolic or hard links that point outside the archive, and
-    device files or FIFOs are refused (Python's ``data`` extraction filter is
-    applied too, as a second line of defence). Members are extracted into a
-    hidden temporary folder next to `destination`, which replaces it (or, if
-    `destination` already exists, whose top-level entries replace the entries
-    of the same name) only once everything is out. On any failure the
-    temporary folder is removed: nothing half-extracted is left behind.
-
-    Parameters
-    ----------
-    archive : str or Path
-        A ``.tar``, ``.tar.gz``, ``.tar.bz2`` or ``.tar.xz`` file. Read in one pass.
-    destination : str or Path
-        Folder to fill.
-    root : str, optional
-        If the archive's only top-level entry is a folder of this name, its
-        content (not the folder itself) goes into `destination`.
-
-    Returns
-    -------
-    Path
-        `destination`.
-
-    Raises
-    ------
-    DownloadError
-        If the archive is unreadable, holds an unsafe member (named in the
-        message), or the disk fills up.
-    """
-    archive, destination = Path(archive), Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
-    try:
-        try:
-            with tarfile.open(archive, "r|*") as tar:
-                for member in tar:
-                    _check_member(archive, member)
-                    if member.size > shutil.disk_usage(scratch).free:
-                        raise DownloadError(f"{archive}: not enough free space in {destination.parent} "
-                                            f"to extract {member.name} ({_human(member.size)}).")
-                    tar.extract(member, scratch, set_attrs=False, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise DownloadError(f"{archive}: cannot extract ({type(err).__name__}: {err}); "
-                                "the archive is damaged or not a tar archive.") from None
-        source = scratch
-        entries = [entry for entry in scratch.iterdir() if not entry.name.startswith("._")]
-        if root and len(entries) == 1 and entries[0].name == root and entries[0].is_dir() \
-                and not entries[0].is_symlink():
-            source = entries[0]
-        _move_into(source, destination, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return destination
-
-
-def _check_member(archive, member):
-    """Raise DownloadError if extracting `member` could write outside the destination."""
-    name = member.name
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        problem = "has an absolute path"
-    elif ".." in parts:
-        problem = "contains '..'"
-    elif member.isdev():
-        problem = "is a device file or FIFO"
-    elif member.issym() or member.islnk():
-        base = posixpath.dirname(name) if member.issym() else ""
-        target = posixpath.normpath(posixpath.join(base, member.linkname))
-        outside = member.linkname.startswith("/") or target == ".." or target.startswith("../")
-        problem = f"is a link pointing outside the archive (to {member.linkname!r})" if outside else ""
-    else:
-        problem = "" if (member.isfile() or member.isdir()) else "is not a regular file or folder"
-    if problem:
-        raise DownloadError(f"{archive}: refused to extract: member {name!r} {problem}. "
-                            "Nothing was extracted; the archive may have been tampered with.")
-
-
-def _move_into(source, destination, scratch):
-    """Rename `source` onto `destination`, or each of its entries into an existing `destination`."""
-    if not destination.exists():
-        os.replace(source, destination)
-        return
-    for entry in list(source.iterdir()):
-        target = destination / entry.name
-        if target.exists() or target.is_symlink():
-            old = scratch / f".old-{entry.name}"
-            os.replace(target, old)  # out of the way first: the new entry appears whole
-        os.replace(entry, target)
-
-
 class _ExtractArchive:
     """pooch processor: safely extract the downloaded archive into the published tree."""
 
-    def __init__(self, tree, url, known_hash, keep_archive):
-        self.tree, self.url, self.known_hash, self.keep_archive = tree, url, known_hash, keep_archive
+    def __init__(self, tree, url, known_hash, keep_archive, progress):
+        self.tree, self.url, self.known_hash = tree, url, known_hash
+        self.keep_archive, self.progress = keep_archive, progress
 
     def __call__(self, fname, action, pooch_instance):
         archive = Path(fname)
@@ -401,7 +134,7 @@ class _ExtractArchive:
         if not self.known_hash:
             _warn_unverified(archive.name, digest)
         try:
-            safe_extract(archive, self.tree, root=TREE)
+            safe_extract(archive, self.tree, root=TREE, progress=self.progress)
         except DownloadError:
             if not self.known_hash:  # possibly damaged or hostile: never reuse it
                 archive.unlink(missing_ok=True)
@@ -439,9 +172,20 @@ def _as_download_error(url, home):
         yield
     except MicranetError:
         raise
-    except _GiveUp as err:
-        raise DownloadError(str(err)) from None
-    except _Retry as err:
+    except Unreachable as err:
+        raise DownloadError(
+            f"{err}. To get the published files another way, either set MICRANET_BASE_URL to a mirror "
+            "holding the same paths (e.g. MICRANET_BASE_URL=http://my-mirror:8000), or download "
+            f"{err.url} on a connected computer and put it in {home} (it is extracted on the next run; "
+            f"or extract it yourself so that {home / TREE / 'models'} and {home / TREE / 'datasets'} "
+            "hold the .hdf5 files).") from None
+    except GiveUp as err:
+        mirror = os.environ.get("MICRANET_BASE_URL")
+        hint = "" if err.status != 404 else (
+            f" Check that the mirror MICRANET_BASE_URL={mirror} holds the published paths." if mirror
+            else " The authors may have moved the files: see https://github.com/FLClab/MICRA-Net.")
+        raise DownloadError(f"{err}{hint}") from None
+    except Retry as err:
         raise DownloadError(f"{err} The part already received is kept in {home}: "
                             "run the same command again to resume.") from None
     except ValueError as err:  # pooch: the SHA-256 does not match the registry
@@ -487,7 +231,9 @@ def _download(name, home, progress, retries, timeout, processor=None):
     url = published_url(name)
     fetcher = pooch.create(path=home, base_url=f"{base_url()}/{BUCKET}/", registry={name: known},
                            retry_if_failed=max(0, int(retries)))
-    downloader = ResumableDownloader(progress, timeout, extract_factor=1.0 if processor else 0.0)
+    downloader = ResumableDownloader(progress, timeout, extract_factor=1.0 if processor else 0.0,
+                                     size_hint=_registry.PUBLISHED.get(name, {}).get("size"),
+                                     before_download=_show_note_once)
     existed = (home / name).is_file()
     with _quiet_pooch(), _as_download_error(url, home):
         path = fetcher.fetch(name, processor=processor, downloader=downloader)
@@ -560,7 +306,7 @@ def fetch_published(what="all", home=None, progress=True, *, retries=None, timeo
     with _download_lock(home):
         wanted = ("models", "datasets") if what == "all" else (what,)
         if what != "ilastik" and not all(_has_files(tree / FOLDERS[kind]) for kind in wanted):
-            extract = _ExtractArchive(tree, published_url(ARCHIVE), _known_hash(ARCHIVE), keep_archive)
+            extract = _ExtractArchive(tree, published_url(ARCHIVE), _known_hash(ARCHIVE), keep_archive, progress)
             _download(ARCHIVE, home, progress, retries, timeout, processor=extract)
             missing = [kind for kind in wanted if not _has_files(tree / kind)]
             if missing:
@@ -636,6 +382,6 @@ def cli_run(args):
         files = sorted(p for p in (tree / folder).glob("*") if p.is_file()) if (tree / folder).is_dir() else []
         if files:
             size = sum(p.stat().st_size for p in files)
-            print(f"  {folder}/: {len(files)} files, {_human(size)} ({', '.join(p.name for p in files[:6])}"
+            print(f"  {folder}/: {len(files)} files, {human_size(size)} ({', '.join(p.name for p in files[:6])}"
                   f"{', ...' if len(files) > 6 else ''})")
     return 0

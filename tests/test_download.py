@@ -276,10 +276,19 @@ def test_no_server_explains_how_to_get_the_files(tmp_path, monkeypatch):
 
 
 def test_not_enough_disk_space_stops_before_writing(tmp_path, server, monkeypatch):
-    monkeypatch.setattr(dl.shutil, "disk_usage", lambda path: _Usage(10))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: _Usage(10))
     with pytest.raises(DownloadError, match="not enough free space .* to download and extract"):
         dl.fetch_published("models", progress=False)
     assert leftovers(home(tmp_path)) == []
+
+
+def test_extraction_stops_when_the_disk_fills(tmp_path, monkeypatch):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_tar(PUBLISHED))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: _Usage(5000))  # room for the two small models only
+    with pytest.raises(DownloadError, match="not enough free space .* to extract datasets/training_01-04-19.hdf5"):
+        dl.safe_extract(archive, tmp_path / "tree")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz"]
 
 
 class _Usage:
