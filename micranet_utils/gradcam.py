@@ -64,8 +64,11 @@ fastest (the activations stay in cache; see ``benchmarks/gradcam.py``); on
 CUDA larger chunks stay on the device.
 """
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import ImageError, MicranetError
@@ -90,6 +93,36 @@ _ORIGINAL = {
 def layer_names():
     """The eight layer names, input to output: ``["1a", "1b", ..., "4b"]``."""
     return list(LAYERS)
+
+
+def sequential_view(model):
+    """The same network as an ``nn.Sequential`` with one ``nn.ReLU`` module per layer.
+
+    Grad-CAM libraries (Captum's ``LayerGradCam``, pytorch-grad-cam) hook the
+    output of a *module*; in :class:`MICRANet` the ReLU is a function call, so
+    the post-ReLU activations have no module of their own. This view shares
+    the model's convolution, normalisation and linear modules (and so its
+    weights and train/eval state) and adds modules ``relu1a`` ... ``relu4b``.
+
+    Parameters
+    ----------
+    model : MICRANet
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``view(x)`` equals ``model(x)``; ``getattr(view, "relu" + name)``
+        outputs the activation of layer ``name``.
+    """
+    parts = []
+    for name in LAYERS:
+        parts += [(f"conv{name}", getattr(model, f"conv{name}")), (f"bnorm{name}", getattr(model, f"bnorm{name}")),
+                  (f"relu{name}", nn.ReLU())]
+        if name in ("1b", "2b", "3b"):
+            parts.append((f"pool{name}", model.maxpool))
+    parts += [("global_pool", model.global_pool), ("flatten", nn.Flatten(1)),
+              ("dropout", model.dropout), ("linear1", model.linear1)]
+    return nn.Sequential(OrderedDict(parts))
 
 
 def original_settings(dataset, params=None):

@@ -8,7 +8,7 @@ from scipy import ndimage
 from micranet_utils import MICRANet
 from micranet_utils.errors import ImageError, MicranetError
 from micranet_utils.gradcam import (LAYER_STRIDES, layer_names, local_maps, original_settings,
-                                    predicted)
+                                    predicted, sequential_view)
 from reference_gradcam import reference_local_maps
 
 ATOL = 1e-5
@@ -207,3 +207,20 @@ def test_layer_names_and_strides():
     model = MICRANet(num_classes=1).eval()
     _, activations = model.forward_with_activations(torch.zeros(1, 1, 64, 64))
     assert [64 // a.shape[-1] for a in activations] == list(LAYER_STRIDES)
+
+
+def test_sequential_view_shares_weights_and_exposes_activations(random_model):
+    view = sequential_view(random_model)
+    x = torch.as_tensor(demo_like_images(2, 40, 48))
+    seen = []
+    handles = [getattr(view, f"relu{name}").register_forward_hook(lambda m, i, o: seen.append(o))
+               for name in layer_names()]
+    with torch.no_grad():
+        logits = view(x)
+        expected_logits, activations = random_model.forward_with_activations(x)
+    for handle in handles:
+        handle.remove()
+    torch.testing.assert_close(logits, expected_logits)
+    for got, expected in zip(seen, activations):
+        torch.testing.assert_close(got, expected)
+    assert {id(p) for p in view.parameters()} == {id(p) for p in random_model.parameters()}
