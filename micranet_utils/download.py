@@ -36,6 +36,7 @@ PosixPath('/home/me/.cache/micranet/MICRA-Net/models/ActinModelZoo.hdf5')
 import json
 import os
 import posixpath
+import shutil
 import sys
 import warnings
 from contextlib import contextmanager
@@ -262,6 +263,8 @@ def download_file(name, home=None, progress=True, *, retries=None, timeout=None)
     Path
         ``home / name``, complete and checked against the registry when a hash is recorded.
     """
+    if name not in _registry.PUBLISHED:
+        raise DownloadError(f"name={name!r}: not a published file; expected one of {', '.join(_registry.PUBLISHED)}")
     home = Path(home).expanduser() if home else micranet_home()
     with _download_lock(home):
         return _download(name, home, progress, retries, timeout)
@@ -304,6 +307,8 @@ def fetch_published(what="all", home=None, progress=True, *, retries=None, timeo
     home = Path(home).expanduser() if home else micranet_home()
     tree = home / TREE
     with _download_lock(home):
+        for stale in home.glob(f".{TREE}.*.partial"):  # left by an extraction that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         wanted = ("models", "datasets") if what == "all" else (what,)
         if what != "ilastik" and not all(_has_files(tree / FOLDERS[kind]) for kind in wanted):
             extract = _ExtractArchive(tree, published_url(ARCHIVE), _known_hash(ARCHIVE), keep_archive, progress)

@@ -119,6 +119,8 @@ def test_unknown_what_and_kind_are_refused(tmp_path):
         dl.published_path("zoo", "ActinModelZoo.hdf5")
     with pytest.raises(DownloadError, match="plain file name"):
         dl.published_path("models", "../ActinModelZoo.hdf5")
+    with pytest.raises(DownloadError, match="name='../x': not a published file"):
+        dl.download_file("../x")
 
 
 # -- the published layout ---------------------------------------------------------------------
@@ -161,11 +163,12 @@ def test_published_path_downloads_when_needed(tmp_path, server):
 
 def test_archive_placed_by_hand_is_extracted_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("MICRANET_BASE_URL", f"http://127.0.0.1:{closed_port()}")
-    home(tmp_path).mkdir()
+    (home(tmp_path) / ".MICRA-Net.abc.partial" / "models").mkdir(parents=True)  # a killed extraction
     (home(tmp_path) / "MICRA-Net.tar.gz").write_bytes(make_tar(PUBLISHED))
     with pytest.warns(dl.UnverifiedDownloadWarning):
         tree = dl.fetch_published("datasets", progress=False)
     assert (tree / "datasets/training_01-04-19.hdf5").read_bytes() == PUBLISHED["datasets/training_01-04-19.hdf5"]
+    assert leftovers(home(tmp_path)) == ["MICRA-Net"]
 
 
 def test_licence_note_comes_before_the_first_download_only(server, capsys):
@@ -348,7 +351,7 @@ def test_safe_extract_reports_a_damaged_archive(tmp_path):
 # -- command line ---------------------------------------------------------------------------------
 
 def test_cli_download_all_fills_home(tmp_path, server, capsys):
-    assert main(["download", "all", "--no-progress"]) == 0
+    assert main(["download", "all"]) == 0  # with progress bars
     out, err = capsys.readouterr()
     assert_published_tree(home(tmp_path) / "MICRA-Net")
     assert "models/: 2 files" in out and "datasets/: 2 files" in out
@@ -380,3 +383,32 @@ def test_console_script_downloads_all(tmp_path, server):
     assert done.returncode == 0, done.stderr
     assert_published_tree(tmp_path / "cli-home" / "MICRA-Net")
     assert "10.1038/s42256-022-00472-w" in done.stdout
+
+
+# -- the maintenance command ----------------------------------------------------------------------
+
+def test_record_hashes_writes_a_registry_that_then_verifies(tmp_path, server, monkeypatch, capsys):
+    import copy
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("record_hashes", REPO / "tools" / "record_hashes.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(_registry, "PUBLISHED", copy.deepcopy(_registry.PUBLISHED))
+    registry = tmp_path / "registry.py"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dl.UnverifiedDownloadWarning)
+        assert tool.main(["--home", str(tmp_path / "record"), "--registry", str(registry), "--no-progress"]) == 0
+    recorded = {}
+    exec(registry.read_text(), recorded)
+    assert recorded["__doc__"] == _registry.__doc__
+    assert recorded["PUBLISHED"]["MICRA-Net.tar.gz"] == {
+        "sha256": hashlib.sha256(server.files[ARCHIVE_URL]).hexdigest(), "size": len(server.files[ARCHIVE_URL])}
+    assert set(recorded["PUBLISHED"]) == {"MICRA-Net.tar.gz", *[u.split("flclab-micranet/")[1] for u in ILASTIK_URLS]}
+    monkeypatch.setattr(_registry, "PUBLISHED", recorded["PUBLISHED"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dl.UnverifiedDownloadWarning)  # every file now verified
+        tree = dl.fetch_published("all", progress=False)
+    assert json.loads((tree / ".micranet-archive.json").read_text())["verified"] is True
+    assert tool.main(["--from-folder", str(tmp_path / "record"), "--dry-run"]) == 0
+    assert recorded["PUBLISHED"]["MICRA-Net.tar.gz"]["sha256"] in capsys.readouterr().out
