@@ -4,6 +4,7 @@ A published training file (``training_01-04-19.hdf5`` and its siblings, or the
 demo files of :mod:`micranet_utils.demo`) holds one or more groups::
 
     <group>/data    (N, H, W)      image intensities, expected in [0, 1]
+                                   ((N, C, H, W) for multi-channel images such as RGB)
     <group>/label   (N, C+1, H, W) one channel per class (instance ids, 0 = none),
                                    the last channel is the foreground (dendrite) mask
     <group>/label.attrs["shapes"]  (N, 2) true (height, width) of each image before padding
@@ -118,6 +119,8 @@ class CropDataset(Dataset):
         (group, image index, row, col) of every crop, in the original's order.
     num_classes : int
         Label channels minus the foreground channel (2 for Actin).
+    in_channels : int
+        Image channels (1, or C for (N, C, H, W) data).
     class_names : tuple of str
 
     Examples
@@ -143,20 +146,23 @@ class CropDataset(Dataset):
         self.positions, self.num_classes, self.class_names = self._enumerate()
 
     def _enumerate(self):
-        positions, channels = [], set()
+        positions, channels, inputs = [], set(), set()
         with _open(self.path) as file:
             names = [str(n) for n in file.attrs.get("class_names", [])]
             for name, group in file.items():
                 _require_group(group, self.path, name)
                 label = group["label"]
                 channels.add(label.shape[1])
+                inputs.add(1 if group["data"].ndim == 3 else group["data"].shape[1])
                 for index, shape in enumerate(_shapes(group, self.path, name)):
                     foreground = label[index, -1]        # one image, one channel
                     positions += [(name, index, row, col) for row, col in
                                   crop_positions(foreground, shape, self.size, self.step,
                                                  self.foreground_fraction)]
-        if len(channels) > 1:
-            raise DatasetError(f"{self.path}: groups disagree on the number of label channels {sorted(channels)}")
+        if len(channels) > 1 or len(inputs) > 1:
+            raise DatasetError(f"{self.path}: groups disagree on the number of label channels {sorted(channels)} "
+                               f"or image channels {sorted(inputs)}")
+        self.in_channels = inputs.pop() if inputs else 1
         num_classes = channels.pop() - 1 if channels else 0
         if len(names) != num_classes:
             names = ACTIN_CLASSES if num_classes == 2 else tuple(f"class{c}" for c in range(num_classes))
@@ -184,11 +190,11 @@ class CropDataset(Dataset):
         return self._file
 
     def read_crop(self, index):
-        """Crop `index` as stored: image (size, size) float32, labels (C, size, size) as stored."""
+        """Crop `index` as stored: image ([C,] size, size) float32, labels (classes, size, size)."""
         name, k, row, col = self.positions[index]
         group = self._handle()[name]
         rows, cols = slice(row, row + self.size), slice(col, col + self.size)
-        image = pad_crop(group["data"][k, rows, cols].astype(np.float32), self.size)
+        image = pad_crop(group["data"][k, ..., rows, cols].astype(np.float32), self.size)
         labels = pad_crop(group["label"][k, :-1, rows, cols], self.size)
         return image, labels
 
@@ -204,7 +210,8 @@ class CropDataset(Dataset):
             image = np.asarray(self.normalize(image), dtype=np.float32)
         if self.augment > 0:
             image, masks = self._augmented(image, masks)
-        out = (torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(target.astype(np.float32)))
+        image = np.ascontiguousarray(image if image.ndim == 3 else image[None])
+        out = (torch.from_numpy(image), torch.from_numpy(target.astype(np.float32)))
         if self.return_masks:
             out += (torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)),)
         return out
@@ -213,9 +220,9 @@ class CropDataset(Dataset):
         """The original augmentations, each with probability ``augment``; masks follow the flips."""
         rng = self._rng
         if rng.random() < self.augment:                         # left-right flip
-            image, masks = image[:, ::-1], masks[..., ::-1]
+            image, masks = image[..., ::-1], masks[..., ::-1]
         if rng.random() < self.augment:                         # up-down flip
-            image, masks = image[::-1], masks[..., ::-1, :]
+            image, masks = image[..., ::-1, :], masks[..., ::-1, :]
         if rng.random() < self.augment:                         # darken: factor in (0, 1]
             factor = np.clip(rng.lognormal(0.01, np.sqrt(0.01)), 0, 1)
             image = np.clip(image * factor, 0, 1)
@@ -272,11 +279,11 @@ def _require_group(group, path, name):
         if key not in group or not isinstance(group[key], h5py.Dataset):
             raise DatasetError(f"{where}: missing dataset {key!r} (expected 'data' (N, H, W) and 'label' (N, C, H, W))")
     data, label = group["data"], group["label"]
-    if data.ndim != 3:
-        raise DatasetError(f"{where}: 'data' has shape {data.shape}; expected (N, H, W)")
-    if label.ndim != 4 or label.shape[0] != data.shape[0] or label.shape[2:] != data.shape[1:]:
+    if data.ndim not in (3, 4):
+        raise DatasetError(f"{where}: 'data' has shape {data.shape}; expected (N, H, W) or (N, C, H, W)")
+    if label.ndim != 4 or label.shape[0] != data.shape[0] or label.shape[2:] != data.shape[-2:]:
         raise DatasetError(f"{where}: 'label' has shape {label.shape} but 'data' has {data.shape}; "
-                           f"expected (N, C, H, W) = ({data.shape[0]}, C, {data.shape[1]}, {data.shape[2]})")
+                           f"expected (N, C, H, W) = ({data.shape[0]}, C, {data.shape[-2]}, {data.shape[-1]})")
     if label.shape[1] < 2:
         raise DatasetError(f"{where}: 'label' has {label.shape[1]} channel; expected one per class plus the foreground")
 
@@ -297,7 +304,7 @@ def check_training_file(path, require_shapes=True):
     Returns
     -------
     dict
-        ``{"path", "groups": {name: {"images", "height", "width", "label_channels",
+        ``{"path", "groups": {name: {"images", "channels", "height", "width", "label_channels",
         "data_dtype", "label_dtype", "data_min", "data_max", "shapes"}}, "images", "num_classes"}``;
         ``"shapes"`` is ``"attribute"`` or ``"missing (stored size used)"``.
 
@@ -331,8 +338,8 @@ def _check_group(group, path, name, require_shapes):
     if label.dtype.kind not in "biuf":
         raise DatasetError(f"{where}: 'label' has dtype {label.dtype}; expected integer ids or 0/1 masks")
     shapes = _shapes(group, path, name, fallback=not require_shapes)
-    if shapes.shape[0] != data.shape[0] or (shapes <= 0).any() or (shapes > data.shape[1:]).any():
-        raise DatasetError(f"{where}: label.attrs['shapes'] must be (N, 2) sizes within {data.shape[1:]}, "
+    if shapes.shape[0] != data.shape[0] or (shapes <= 0).any() or (shapes > label.shape[2:]).any():
+        raise DatasetError(f"{where}: label.attrs['shapes'] must be (N, 2) sizes within {label.shape[2:]}, "
                            f"got {shapes.shape[0]} rows ranging {shapes.min(initial=0)}..{shapes.max(initial=0)}")
     low, high = np.inf, -np.inf
     for k in range(data.shape[0]):
@@ -340,7 +347,8 @@ def _check_group(group, path, name, require_shapes):
             if values.dtype.kind == "f" and not np.isfinite(values).all():
                 raise DatasetError(f"{where}: '{key}' of image {k} contains NaN or infinity")
         low, high = min(low, float(data[k].min())), max(high, float(data[k].max()))
-    return {"images": data.shape[0], "height": data.shape[1], "width": data.shape[2],
+    return {"images": data.shape[0], "channels": 1 if data.ndim == 3 else data.shape[1],
+            "height": data.shape[-2], "width": data.shape[-1],
             "label_channels": label.shape[1], "data_dtype": str(data.dtype), "label_dtype": str(label.dtype),
             "data_min": low, "data_max": high,
             "shapes": "attribute" if "shapes" in label.attrs else "missing (stored size used)"}
