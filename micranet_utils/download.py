@@ -167,19 +167,22 @@ def _known_hash(name):
 
 
 @contextmanager
-def _as_download_error(url, home):
-    """Turn the internal and pooch failures of one download into a DownloadError."""
+def _as_download_error(name, home):
+    """Turn the internal and pooch failures of downloading `name` into a DownloadError."""
+    url = published_url(name)
     try:
         yield
     except MicranetError:
         raise
     except Unreachable as err:
-        raise DownloadError(
-            f"{err}. To get the published files another way, either set MICRANET_BASE_URL to a mirror "
-            "holding the same paths (e.g. MICRANET_BASE_URL=http://my-mirror:8000), or download "
-            f"{err.url} on a connected computer and put it in {home} (it is extracted on the next run; "
-            f"or extract it yourself so that {home / TREE / 'models'} and {home / TREE / 'datasets'} "
-            "hold the .hdf5 files).") from None
+        manual = (f"download {DEFAULT_BASE_URL}/{BUCKET}/{name} on a connected computer and save it as "
+                  f"{home / name}")
+        if name == ARCHIVE:
+            manual += (f" (it is extracted on the next run; or extract it yourself so that "
+                       f"{home / TREE / 'models'} and {home / TREE / 'datasets'} hold the .hdf5 files)")
+        raise DownloadError(f"{err}. To get the published files another way, either set MICRANET_BASE_URL "
+                            "to a mirror holding the same paths (e.g. MICRANET_BASE_URL=http://my-mirror:8000), "
+                            f"or {manual}.") from None
     except GiveUp as err:
         mirror = os.environ.get("MICRANET_BASE_URL")
         hint = "" if err.status != 404 else (
@@ -229,14 +232,13 @@ def _download(name, home, progress, retries, timeout, processor=None):
     known = _known_hash(name)
     retries = _env_number("MICRANET_DOWNLOAD_RETRIES", 2, int) if retries is None else retries
     timeout = _env_number("MICRANET_DOWNLOAD_TIMEOUT", 60.0, float) if timeout is None else timeout
-    url = published_url(name)
     fetcher = pooch.create(path=home, base_url=f"{base_url()}/{BUCKET}/", registry={name: known},
                            retry_if_failed=max(0, int(retries)))
     downloader = ResumableDownloader(progress, timeout, extract_factor=1.0 if processor else 0.0,
                                      size_hint=_registry.PUBLISHED.get(name, {}).get("size"),
                                      before_download=_show_note_once)
     existed = (home / name).is_file()
-    with _quiet_pooch(), _as_download_error(url, home):
+    with _quiet_pooch(), _as_download_error(name, home):
         path = fetcher.fetch(name, processor=processor, downloader=downloader)
     if processor is None and known is None and not existed:
         _warn_unverified(posixpath.basename(name), pooch.file_hash(path))
@@ -387,6 +389,6 @@ def cli_run(args):
         files = sorted(p for p in (tree / folder).glob("*") if p.is_file()) if (tree / folder).is_dir() else []
         if files:
             size = sum(p.stat().st_size for p in files)
-            print(f"  {folder}/: {len(files)} files, {human_size(size)} ({', '.join(p.name for p in files[:6])}"
+            print(f"  {folder}/: {len(files)} file{'s' * (len(files) != 1)}, {human_size(size)} ({', '.join(p.name for p in files[:6])}"
                   f"{', ...' if len(files) > 6 else ''})")
     return 0

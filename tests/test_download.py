@@ -274,8 +274,28 @@ def test_no_server_explains_how_to_get_the_files(tmp_path, monkeypatch):
         dl.fetch_published("all", progress=False)
     message = str(caught.value)
     assert "cannot reach http://127.0.0.1:" in message and "connection refused" in message
-    assert "MICRANET_BASE_URL" in message and str(home(tmp_path)) in message
+    assert "MICRANET_BASE_URL" in message and str(home(tmp_path) / "MICRA-Net.tar.gz") in message
+    assert "https://s3.valeria.science/flclab-micranet/MICRA-Net.tar.gz on a connected computer" in message
     assert leftovers(home(tmp_path)) == []
+
+
+def test_silent_server_times_out_with_the_same_advice(tmp_path, monkeypatch):
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        monkeypatch.setenv("MICRANET_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        with pytest.raises(DownloadError, match=r"cannot reach .*\(no answer within 0.3 s\).*MICRANET_BASE_URL"):
+            dl.fetch_published("ilastik", progress=False, timeout=0.3)
+
+
+def test_host_name_failure_is_named_plainly():
+    import requests
+
+    from micranet_utils.transfer import _reason
+
+    err = requests.ConnectionError("HTTPSConnectionPool(host='s3.valeria.science', port=443): Max retries "
+                                   "exceeded (Caused by NameResolutionError(\"Failed to resolve 's3.valeria.science'\"))")
+    assert _reason(err, 60) == "host name not found: no network, or no DNS"
 
 
 def test_not_enough_disk_space_stops_before_writing(tmp_path, server, monkeypatch):
