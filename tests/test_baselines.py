@@ -109,12 +109,12 @@ def _squares(count, size=32, seed=0):
 
 def test_train_unet_lowers_the_loss_and_records_time():
     data = _squares(16)
-    model, info = unet.train_unet(data, _squares(8, seed=1), epochs=12, batch_size=8, lr=1e-2,
+    model, info = unet.train_unet(data, _squares(8, seed=1), epochs=8, batch_size=8, lr=1e-2,
                                   progress=False)
     history = info["history"]
-    assert info["epochs"] == 12 and info["train_seconds"] > 0
+    assert info["epochs"] == 8 and info["train_seconds"] > 0
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
-    assert 1 <= info["best_epoch"] <= 12
+    assert 1 <= info["best_epoch"] <= 8
     assert info["params"]["model_params"] == unet.ACTIN_MODEL_PARAMS
     probabilities = unet.predict_unet(model, data.tensors[0][:4].numpy())
     assert probabilities.shape == (4, 2, 32, 32)
@@ -165,3 +165,76 @@ def test_extract_ilastik_project_without_group_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == [zoo]
     with pytest.raises(ZooError, match="no such model file"):
         extract_ilastik_project(tmp_path / "absent.hdf5", tmp_path / "out.ilp")
+
+
+# --- Mask R-CNN -------------------------------------------------------------------------------
+
+def test_instance_targets_follow_ids_classes_and_drop_small_objects():
+    from micranet_utils.baselines.maskrcnn import instance_targets
+
+    labels = np.zeros((2, 32, 32), np.int32)
+    labels[0, 2:10, 3:9] = 5          # ring, 8x6 box
+    labels[0, 20:22, 20:30] = 7       # ring, only 2 rows high: dropped (< 4 px)
+    labels[1, 12:30, 14:19] = 5       # fiber with the same id as the ring: still its own object
+    target = instance_targets(labels)
+    assert target["labels"].tolist() == [1, 2]
+    assert target["boxes"].tolist() == [[3, 2, 8, 9], [14, 12, 18, 29]]
+    assert target["masks"].shape == (2, 32, 32) and target["masks"].dtype == torch.uint8
+    assert target["masks"][0].sum() == 48 and target["masks"][1].sum() == 90
+    empty = instance_targets(np.zeros((2, 8, 8), int))
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 8, 8)
+
+
+def test_original_maskrcnn_configuration_has_torchvision_parameter_names():
+    import torchvision
+
+    from micranet_utils.baselines.maskrcnn import ORIGINAL, build_maskrcnn
+
+    reference = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3)
+    ours = build_maskrcnn(num_classes=2, **ORIGINAL).state_dict()
+    expected = {k: v.shape for k, v in reference.state_dict().items()}
+    expected["backbone.body.conv1.weight"] = torch.Size([64, 1, 7, 7])   # the 1-channel first conv
+    assert {k: v.shape for k, v in ours.items()} == expected
+
+
+def _instance_dataset(count, seed=0):
+    from micranet_utils.baselines.maskrcnn import instance_targets
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(count):
+        image = rng.normal(0.1, 0.02, (1, 64, 64)).astype(np.float32)
+        labels = np.zeros((2, 64, 64), np.int32)
+        for obj in range(3):
+            y, x = rng.integers(4, 44, 2)
+            channel = obj % 2
+            labels[channel, y:y + 14, x:x + 10] = obj + 1
+            image[0, y:y + 14, x:x + 10] += 0.5 + 0.3 * channel
+        items.append((torch.from_numpy(image), instance_targets(labels)))
+    return items
+
+
+def test_train_predict_save_load_small_maskrcnn(tmp_path):
+    from micranet_utils.baselines import maskrcnn
+
+    config = {**maskrcnn.SMALL, "min_size": 64, "max_size": 64, "fpn_channels": 16,
+              "representation_size": 32, "mask_layers": [16]}
+    model, info = maskrcnn.train_maskrcnn(_instance_dataset(4), _instance_dataset(2, seed=1), epochs=2,
+                                          batch_size=2, lr=1e-3, config=config, progress=False)
+    assert info["epochs"] == 2 and np.isfinite(info["history"][-1]["train_loss"])
+    assert len(info["params"]["model_params"]["image_mean"]) == 1
+    images = np.stack([item[0].numpy() for item in _instance_dataset(3, seed=2)])
+    masks, instances = maskrcnn.predict_maskrcnn(model, images, score_threshold=0.0)
+    assert masks.shape == (3, 2, 64, 64) and masks.dtype == bool and len(instances) == 3
+    for image_masks, found in zip(masks, instances):     # semantic masks = union of instances
+        for c in range(2):
+            union = np.zeros((64, 64), bool)
+            for label, obj in zip(found["labels"], found["masks"]):
+                union |= obj if label == c else False
+            np.testing.assert_array_equal(image_masks[c], union)
+    path = tmp_path / "zoo.hdf5"
+    maskrcnn.save_maskrcnn(path, model, info["params"])
+    loaded, _ = maskrcnn.load_maskrcnn(path)
+    again, _ = maskrcnn.predict_maskrcnn(loaded, images, score_threshold=0.0)
+    np.testing.assert_array_equal(again, masks)
