@@ -222,7 +222,7 @@ def test_mask_folder_sets_the_foreground(lab, tmp_path):
 
 def test_stacks_need_a_choice_and_accept_one(lab, tmp_path):
     tifffile.imwrite(lab / "cell06.tif", np.stack([cell_image(np.random.default_rng(k)) for k in range(3)]),
-                    photometric="minisblack")
+                     photometric="minisblack")
     report = validate_folder(lab, lab / "labels.csv", crop_size=CROP)
     assert any("stack of 3 planes" in p.message for p in report.errors)
     assert validate_folder(lab, lab / "labels.csv", crop_size=CROP, projection="max").ok
@@ -256,3 +256,20 @@ def test_split_needs_enough_images():
     with pytest.raises(DatasetError, match="cannot fill 3 splits"):
         split_images([[1], [0]])
     assert np.bincount(split_images([[1], [0]], (0.5, 0.5, 0)), minlength=3).tolist() == [1, 1, 0]
+
+
+def test_colour_images_with_channels_3(tmp_path):
+    rng = np.random.default_rng(4)
+    (tmp_path / "lab").mkdir()
+    rows = ["filename,parasite"]
+    for i in range(6):
+        rgb = np.stack([cell_image(rng, np.uint8)] * 3, axis=-1)
+        tifffile.imwrite(tmp_path / "lab" / f"smear{i}.tif", rgb, photometric="rgb")
+        rows.append(f"smear{i}.tif,{i % 2}")
+    (tmp_path / "lab" / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert not validate_folder(tmp_path / "lab", tmp_path / "lab" / "labels.csv", crop_size=CROP).ok
+    paths = make_dataset(tmp_path / "lab", tmp_path / "lab" / "labels.csv", tmp_path / "out",
+                         crop_size=CROP, channels=3)
+    with h5py.File(paths["training"], "r") as file:
+        group = next(iter(file.values()))
+        assert group["data"].shape == (1, 3, 80, 96) and group["label"].shape == (1, 2, 80, 96)
