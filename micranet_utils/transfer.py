@@ -160,7 +160,7 @@ class ResumableDownloader:
                 tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                      desc=posixpath.basename(url), disable=not self.progress) as bar:
             try:
-                for chunk in response.raw.stream(self.chunk_size, decode_content=False):
+                for chunk in _arrived(response.raw, self.chunk_size):
                     out.write(chunk)
                     bar.update(len(chunk))
             except (HTTPError, OSError) as err:
@@ -172,6 +172,19 @@ class ResumableDownloader:
             size = out.tell()
         if total is not None and size != total:
             raise Retry(f"{url}: the server closed the connection after {human_size(size)} of {human_size(total)}.")
+
+
+def _arrived(raw, size):
+    """The body as it arrives, undecoded: a hang loses none of the bytes already received."""
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # urllib3 < 2.3: read() waits for a full chunk; keep chunks small
+        yield from raw.stream(1 << 16, decode_content=False)
+        return
+    while True:
+        chunk = read1(size, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _read_text(path):

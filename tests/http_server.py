@@ -6,6 +6,8 @@ object store, records every request, and can misbehave on purpose:
 - ``server.truncate[path] = n``: announce the full Content-Length but send only
   ``n`` bytes, then close the connection (``server.truncate_times[path]`` limits
   how many requests are cut; default every one);
+- ``server.stall[path] = n``: send ``n`` bytes, then say nothing more (until
+  the server stops, at most 5 s), like a connection that hangs;
 - ``server.status[path] = 404``: answer that status instead of the file;
 - ``server.ignore_range = True``: behave like a server without Range support.
 """
@@ -20,7 +22,8 @@ class FileServer:
 
     def __init__(self, files=None):
         self.files = dict(files or {})
-        self.truncate, self.truncate_times, self.status = {}, {}, {}
+        self.truncate, self.truncate_times, self.status, self.stall = {}, {}, {}, {}
+        self.stopping = threading.Event()
         self.ignore_range = False
         self.requests = []  # (method, path, headers dict)
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
@@ -34,6 +37,7 @@ class FileServer:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -97,7 +101,12 @@ def _handler_for(server):
                 self.close_connection = True
                 self.send_header("Connection", "close")
             self.end_headers()
-            if send_body:
+            if send_body and path in server.stall:
+                self.wfile.write(body[: server.stall[path]])
+                self.wfile.flush()
+                server.stopping.wait(5)
+                self.close_connection = True
+            elif send_body:
                 self.wfile.write(body)
                 self.wfile.flush()
 

@@ -288,6 +288,41 @@ def test_silent_server_times_out_with_the_same_advice(tmp_path, monkeypatch):
             dl.fetch_published("ilastik", progress=False, timeout=0.3)
 
 
+def test_connection_that_hangs_mid_file_keeps_the_part(tmp_path, server):
+    server.stall[ILASTIK_URLS[0]] = 5
+    server.files[ILASTIK_URLS[0]] = b"0123456789" * 10
+    with pytest.raises(DownloadError, match="connection broke after 5 B of 100 B.*again to resume"):
+        dl.fetch_published("ilastik", progress=False, timeout=0.3)
+    folder = home(tmp_path) / "MICRA-Net" / "models-ilastik"
+    assert (folder / ".ActinModelZoo-ilastik.hdf5.part").read_bytes() == b"01234"
+    assert not (folder / "ActinModelZoo-ilastik.hdf5").exists()
+    del server.stall[ILASTIK_URLS[0]]
+    with pytest.warns(dl.UnverifiedDownloadWarning):
+        dl.fetch_published("ilastik", progress=False)
+    assert (folder / "ActinModelZoo-ilastik.hdf5").read_bytes() == b"0123456789" * 10
+    assert server.range_requests(ILASTIK_URLS[0]) == ["bytes=5-"]
+
+
+def test_a_second_process_waits_for_the_first(tmp_path, server, capsys):
+    import fcntl
+    import threading
+
+    home(tmp_path).mkdir()
+    with open(home(tmp_path) / ".download.lock", "w") as held:  # another process downloading
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=dl.fetch_published, args=("ilastik",), kwargs={"progress": False})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dl.UnverifiedDownloadWarning)
+            worker.start()
+            worker.join(0.3)
+            assert worker.is_alive() and not server.requests  # blocked, nothing fetched
+            fcntl.flock(held, fcntl.LOCK_UN)
+            worker.join(5)
+    assert not worker.is_alive()
+    assert "waiting for another download" in capsys.readouterr().err
+    assert (home(tmp_path) / "MICRA-Net/models-ilastik/CTCModelZoo-ilastik.hdf5").read_bytes() == b"ilastik ctc"
+
+
 def test_host_name_failure_is_named_plainly():
     import requests
 
