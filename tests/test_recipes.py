@@ -258,3 +258,26 @@ def test_labels_from_masks_highest_class_wins():
     masks[0, 0, 0] = True
     masks[0, 2, :, 0] = True
     np.testing.assert_array_equal(recipes.labels_from_masks(masks)[0], [[3, 1], [3, 0]])
+
+
+# ----------------------------------------------------------------- all recipes on the demo blobs
+
+@pytest.mark.parametrize("name", ["actin", "ctc", "em", "pvivax", "mnist"])
+def test_every_recipe_finds_demo_blobs(rng, name):
+    from micranet_utils.demo import generate_blobs
+    from micranet_utils.metrics import precision, recall
+
+    images, instances, points = generate_blobs(2, size=128, seed=3)
+    truth = instances > 0
+    classes = 2 if name == "ctc" else 1
+    maps = np.stack([np.stack([maps_from_truth(t if c % 2 == 0 else ~t, rng, deep_floor=0.1)
+                               for c in range(classes)]) for t in truth])
+    masks = recipes.segment(maps, np.ones((2, classes), bool), images, name)
+    assert masks.shape == (2, 1, 128, 128)
+    assert precision(masks[:, 0], truth) > 4 * truth.mean(), name     # masks sit on the blobs...
+    assert recall(masks[:, 0], truth) > 0.3, name                       # ...and cover a good part of them
+    if name in ("em", "pvivax"):          # one object, the one around the strongest response
+        np.testing.assert_array_equal(recipes.count(masks), [[1], [1]])
+    else:
+        found = recipes.detect(masks, min_area=10)
+        assert all(len(found[b][0].areas) >= 0.5 * len(points[b]) for b in range(2)), name
