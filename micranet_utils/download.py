@@ -131,7 +131,7 @@ class _ExtractArchive:
 
     def __call__(self, fname, action, pooch_instance):
         archive = Path(fname)
-        digest = self.known_hash or pooch.file_hash(str(archive))
+        digest = self.known_hash.split(":")[-1] if self.known_hash else pooch.file_hash(str(archive))
         if not self.known_hash:
             _warn_unverified(archive.name, digest)
         try:
@@ -388,7 +388,7 @@ def cli_run(args):
     for folder in FOLDERS.values():
         files = sorted(p for p in (tree / folder).glob("*") if p.is_file()) if (tree / folder).is_dir() else []
         if files:
-            size = sum(p.stat().st_size for p in files)
-            print(f"  {folder}/: {len(files)} file{'s' * (len(files) != 1)}, {human_size(size)} ({', '.join(p.name for p in files[:6])}"
-                  f"{', ...' if len(files) > 6 else ''})")
+            size = human_size(sum(p.stat().st_size for p in files))
+            names = ", ".join(p.name for p in files[:6]) + (", ..." if len(files) > 6 else "")
+            print(f"  {folder}/: {len(files)} file{'s' * (len(files) != 1)}, {size} ({names})")
     return 0

@@ -205,7 +205,8 @@ def test_recorded_hash_is_checked_and_a_mismatch_deleted(tmp_path, server, monke
     with warnings.catch_warnings():
         warnings.simplefilter("error", dl.UnverifiedDownloadWarning)  # verified: no warning
         tree = dl.fetch_published("models", progress=False)
-    assert json.loads((tree / ".micranet-archive.json").read_text())["verified"] is True
+    assert json.loads((tree / ".micranet-archive.json").read_text()) == {
+        "url": f"{server.url}{ARCHIVE_URL}", "sha256": good, "verified": True, "size": len(server.files[ARCHIVE_URL])}
 
 
 # -- broken transfers ---------------------------------------------------------------------------
@@ -263,7 +264,9 @@ def test_stale_part_longer_than_the_file_is_thrown_away(tmp_path, server):
 @pytest.mark.parametrize("status, words", [(404, "404 Not Found"), (500, "500 Internal Server Error")])
 def test_http_errors_name_the_url_and_the_status(tmp_path, server, status, words):
     server.status[ILASTIK_URLS[1]] = status
-    with pytest.warns(dl.UnverifiedDownloadWarning, match="ActinModelZoo-ilastik"), pytest.raises(DownloadError, match=f"{server.url}{ILASTIK_URLS[1]}: the server .*{words}"):
+    expected = f"{server.url}{ILASTIK_URLS[1]}: the server .*{words}"
+    with pytest.warns(dl.UnverifiedDownloadWarning, match="ActinModelZoo-ilastik"), \
+            pytest.raises(DownloadError, match=expected):
         dl.fetch_published("ilastik", progress=False)
     assert not (home(tmp_path) / "MICRA-Net/models-ilastik/CTCModelZoo-ilastik.hdf5").exists()
 
@@ -328,8 +331,8 @@ def test_host_name_failure_is_named_plainly():
 
     from micranet_utils.transfer import _reason
 
-    err = requests.ConnectionError("HTTPSConnectionPool(host='s3.valeria.science', port=443): Max retries "
-                                   "exceeded (Caused by NameResolutionError(\"Failed to resolve 's3.valeria.science'\"))")
+    err = requests.ConnectionError("HTTPSConnectionPool(host='s3.valeria.science', port=443): Max retries exceeded "
+                                   "(Caused by NameResolutionError(\"Failed to resolve 's3.valeria.science'\"))")
     assert _reason(err, 60) == "host name not found: no network, or no DNS"
 
 
@@ -374,7 +377,8 @@ def test_hostile_archive_is_refused_and_leaves_nothing(tmp_path, server, case):
     outside = tmp_path / "escaped.txt"
     members = {(str(outside) if name == "ABSOLUTE" else name): content for name, content in members.items()}
     server.files[ARCHIVE_URL] = make_tar(members)
-    with pytest.warns(dl.UnverifiedDownloadWarning), pytest.raises(DownloadError, match=f"refused to extract.*{reason}"):
+    with pytest.warns(dl.UnverifiedDownloadWarning), \
+            pytest.raises(DownloadError, match=f"refused to extract.*{reason}"):
         dl.fetch_published("models", progress=False)
     assert not outside.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
@@ -383,7 +387,8 @@ def test_hostile_archive_is_refused_and_leaves_nothing(tmp_path, server, case):
 
 def test_safe_extract_keeps_inner_links_and_other_entries(tmp_path):
     archive = tmp_path / "a.tar.gz"
-    archive.write_bytes(make_tar({"models/a.hdf5": b"a", "models/b.hdf5": special("models/b.hdf5", tarfile.SYMTYPE, "a.hdf5")}))
+    inner_link = special("models/b.hdf5", tarfile.SYMTYPE, "a.hdf5")
+    archive.write_bytes(make_tar({"models/a.hdf5": b"a", "models/b.hdf5": inner_link}))
     destination = tmp_path / "tree"
     (destination / "models-ilastik").mkdir(parents=True)
     (destination / "models").mkdir()
