@@ -1,9 +1,9 @@
 """The two things pooch lacks: resuming an HTTP download, and extracting a tar archive safely.
 
-:class:`ResumableDownloader` plugs into pooch as a downloader; :func:`safe_extract`
-is called by the processor that unpacks the published archive. Both raise the
-small exception types below, which :mod:`micranet_utils.download` turns into
-messages for the user.
+:class:`ResumableDownloader` plugs into pooch as a downloader and raises the small
+exception types below, which :mod:`micranet_utils.download` turns into messages
+for the user. :func:`safe_extract` is called by the processor that unpacks the
+published archive; it raises :class:`~micranet_utils.errors.DownloadError` itself.
 """
 
 import os
