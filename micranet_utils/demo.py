@@ -347,12 +347,13 @@ def demo_parameters(path):
         return None
 
 
-def _default_folder():
+def _default_folder(fast):
+    name = "demo-fast" if fast else "demo"     # fast and full runs never overwrite each other's files
     try:
         from .lessons import work_dir
     except ImportError:                                          # pragma: no cover
-        return Path(os.environ.get("MICRANET_WORKDIR", "micranet-work")).resolve() / "demo"
-    return work_dir() / "demo"
+        return Path(os.environ.get("MICRANET_WORKDIR", "micranet-work")).resolve() / name
+    return work_dir() / name
 
 
 def ensure_demo(folder=None, seed=0, fast=None, progress=True):
@@ -361,7 +362,9 @@ def ensure_demo(folder=None, seed=0, fast=None, progress=True):
     Parameters
     ----------
     folder : str or Path, optional
-        Default: ``work_dir() / "demo"`` (shared by the lessons).
+        Default: ``work_dir() / "demo"``, or ``work_dir() / "demo-fast"`` in fast mode
+        (shared by the lessons; two processes asking for the same files at once
+        both write identical files atomically, so readers never see a partial one).
     seed : int
     fast : bool, optional
         Fewer training images (12 instead of 24); default: the ``MICRANET_FAST`` setting.
@@ -374,7 +377,7 @@ def ensure_demo(folder=None, seed=0, fast=None, progress=True):
     if fast is None:
         from .lessons import is_fast
         fast = is_fast()
-    folder = Path(folder) if folder is not None else _default_folder()
+    folder = Path(folder) if folder is not None else _default_folder(fast)
     n_images = FAST_N_IMAGES if fast else DEFAULT_N_IMAGES
     wanted = (int(seed), GENERATOR_VERSION, n_images, DEFAULT_SIZE)
     files = {split: folder / f"{split}_demo.hdf5" for split in SPLITS}

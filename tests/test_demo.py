@@ -164,3 +164,14 @@ def test_blobs_file_reads_as_one_class_dataset(tmp_path):
     assert len(crops) == 2 * 4                                # every position kept
     image, target = crops[0]
     assert image.shape == (3, 64, 64) and target.shape == (1,)
+
+
+def test_default_folders_keep_fast_and_full_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICRANET_WORKDIR", str(tmp_path))
+    monkeypatch.setattr(demo, "DEFAULT_SIZE", 96)
+    monkeypatch.setattr(demo, "DEFAULT_N_IMAGES", 8)
+    monkeypatch.setattr(demo, "FAST_N_IMAGES", 4)
+    fast = ensure_demo(fast=True, progress=False)
+    full = ensure_demo(fast=False, progress=False)
+    assert fast["training"].parent == tmp_path / "demo-fast" and full["training"].parent == tmp_path / "demo"
+    assert demo.demo_parameters(fast["training"])[2] == 4 and demo.demo_parameters(full["training"])[2] == 8
