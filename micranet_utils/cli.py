@@ -26,8 +26,12 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser():
-    """The :class:`argparse.ArgumentParser` of ``micranet`` with every available subcommand."""
+def build_parser(only=None):
+    """The :class:`argparse.ArgumentParser` of ``micranet`` with every available subcommand.
+
+    With `only` (a subcommand name), just that subcommand's module is imported, so that a
+    light command such as ``micranet download`` does not wait for PyTorch to load.
+    """
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -37,6 +41,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"micranet-utils {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
@@ -54,7 +60,9 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``micranet`` console script. Returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first if first in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()

@@ -183,8 +183,9 @@ def load_zoo(path, name=None, group=None, device="cpu"):
             node = arch[name]
         else:
             node = arch[_pick(list(arch.keys()), "model", path, name)]
+        where = node.name
         if not isinstance(node, h5py.Group):
-            raise ZooError(f"{path}: {node.name!r} is a dataset, expected a group of weights")
+            raise ZooError(f"{path}: {where!r} is a dataset, expected a group of weights")
         state = _read_state_dict(path, node)
     settings = model_settings(params)
     if settings["num_classes"] is None and "linear1.weight" in state:
@@ -195,7 +196,7 @@ def load_zoo(path, name=None, group=None, device="cpu"):
         raise ZooError(f"{path}: trainer_params gives no num_classes/num_input_images and the weights "
                        "cannot tell them")
     model = MICRANet(settings["num_classes"], settings["in_channels"])
-    _check_state_dict(path, node.name, state, model)
+    _check_state_dict(path, where, state, model)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), params
 

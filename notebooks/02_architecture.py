@@ -190,7 +190,7 @@ assert total == 1_174_114
 assert len(model.state_dict()) == 58
 
 # %% [markdown]
-# About 1.17 million parameters, 80 % of them in the last block (4a, 4b), where 256 channels
+# About 1.17 million parameters, three quarters of them in the last block (4a, 4b), where 256 channels
 # meet 256 channels. That is small by today's standards: a U-Net for the same task has a
 # similar size, a Mask R-CNN about 40 times more. The `state_dict` holds 58 tensors: weights
 # and biases of 8 convolutions and 1 linear layer, plus 5 tensors per batch-norm layer
@@ -208,7 +208,7 @@ assert len(model.state_dict()) == 58
 from micranet_utils.demo import ensure_demo
 from micranet_utils.data import CropDataset
 
-demo_files = ensure_demo(fast=FAST)
+demo_files = ensure_demo(fast=FAST, progress=False)
 crops = CropDataset(demo_files["testing"], size=256)
 image, target = crops[0]
 with torch.no_grad():
@@ -228,7 +228,9 @@ plt.show()
 
 # %% [markdown]
 # The input crop (left) and one activation per layer: 256×256 maps for 1a/1b, then 128, 64 and
-# 32 pixels. The deeper the layer, the coarser its grid. Grad-CAM maps inherit exactly these
+# 32 pixels. The deeper the layer, the coarser its grid. With random weights the deep layers
+# mostly react to the image border (where the zero padding starts): training, in lesson 03,
+# is what makes them respond to rings and fibers. Grad-CAM maps inherit exactly these
 # resolutions, and are upsampled back to the image size by repeating pixels.
 
 # %% [markdown]
@@ -304,7 +306,7 @@ try:
 except mu.ZooError as err:
     message = str(err)
     print(message.replace(str(WORK), "WORK"))
-assert "conv2a.weight" in message and broken.name in message
+assert "conv2a.weight" in message and broken.name in message and "MICRANet/broken" in message
 
 # %% [markdown]
 # ### The published Actin model
