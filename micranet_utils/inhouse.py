@@ -298,13 +298,14 @@ def _check_classes(report):
 
 
 def split_images(labels, fractions=(0.7, 0.15, 0.15), seed=0):
-    """Assign whole images to training / validation / testing, stratified by label combination.
+    """Assign whole images to training / validation / testing, stratified per class.
 
-    Images are grouped by their label combination, shuffled (seeded) within each
-    group, and the groups laid end to end; the splits are then dealt along that
-    list in proportion to `fractions`, so each combination is spread over the
-    splits as evenly as its size allows. Every split with a non-zero fraction
-    gets at least one image.
+    Iterative stratification (Sechidis et al., 2011) over the positives *and*
+    the negatives of every class: the rarest of these groups is placed first,
+    each of its images going to the split that still wants most of that group
+    (ties: the split with most room left, then at random, seeded). Every split
+    receives exactly its share of images (at least one when its fraction is
+    not zero), so that each class is represented as evenly as the images allow.
 
     Parameters
     ----------
@@ -321,25 +322,33 @@ def split_images(labels, fractions=(0.7, 0.15, 0.15), seed=0):
     """
     labels = np.asarray(labels, int).reshape(len(labels), -1)
     fractions = np.asarray(fractions, float)
-    wanted = np.count_nonzero(fractions)
+    n, wanted = len(labels), np.count_nonzero(fractions)
     if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
         raise DatasetError(f"split must be three non-negative fractions, got {tuple(fractions)}")
-    if len(labels) < wanted:
-        raise DatasetError(f"{len(labels)} usable image(s) cannot fill {wanted} splits; add images")
+    if n < wanted:
+        raise DatasetError(f"{n} usable image(s) cannot fill {wanted} splits; add images")
     fractions = fractions / fractions.sum()
-    counts = np.floor(fractions * len(labels)).astype(int)
-    counts[np.argsort(-(fractions * len(labels) - counts))[: len(labels) - counts.sum()]] += 1
-    for s in np.flatnonzero((counts == 0) & (fractions > 0)):
-        counts[np.argmax(counts)] -= 1
-        counts[s] += 1
+    room = np.floor(fractions * n).astype(int)
+    room[np.argsort(-(fractions * n - room), kind="stable")[: n - room.sum()]] += 1
+    for s in np.flatnonzero((room == 0) & (fractions > 0)):
+        room[np.argmax(room)] -= 1
+        room[s] += 1
+    groups = np.concatenate([labels == 1, labels == 0, np.ones((n, 1), bool)], axis=1)
+    wants = fractions[:, None] * groups.sum(axis=0)[None, :]          # (3 splits, groups)
     rng = np.random.default_rng(seed)
-    keys = ["".join(map(str, row)) for row in labels]
-    order = [i for key in sorted(set(keys)) for i in rng.permutation([i for i, k in enumerate(keys) if k == key])]
-    assigned, dealt = np.zeros(len(labels), int), np.zeros(3, int)
-    for position, index in enumerate(order):
-        split = int(np.argmax((position + 1) * counts / len(labels) - dealt))
-        assigned[index] = split
-        dealt[split] += 1
+    remaining = set(range(n))
+    assigned = np.full(n, -1)
+    while remaining:
+        left = groups[sorted(remaining)].sum(axis=0)
+        group = int(np.argmin(np.where(left > 0, left, n + 1)))
+        for index in rng.permutation([i for i in sorted(remaining) if groups[i, group]]):
+            score = np.where(room > 0, wants[:, group] + 1e-9 * room, -np.inf)
+            best = np.flatnonzero(score >= score.max() - 1e-12)
+            split = int(rng.choice(best))
+            assigned[index] = split
+            room[split] -= 1
+            wants[split] -= groups[index]
+            remaining.discard(int(index))
     return assigned
 
 

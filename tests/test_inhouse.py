@@ -235,7 +235,7 @@ def test_image_without_enough_foreground_is_a_warning(lab):
     assert any(p.file == "cell06.tif" and "adds nothing" in p.message for p in report.warnings)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(labels=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=3, max_size=60),
        seed=st.integers(0, 2**16))
 def test_split_counts_and_stratification(labels, seed):
@@ -245,11 +245,21 @@ def test_split_counts_and_stratification(labels, seed):
     assert counts.sum() == n and (counts >= 1).all()
     assert abs(counts[0] - 0.7 * n) <= 2
     np.testing.assert_array_equal(assigned, split_images(labels, (0.7, 0.15, 0.15), seed))
-    keys = [str(row) for row in labels]
-    for key in set(keys):                  # each label combination is spread like the whole set
-        members = assigned[[k == key for k in keys]]
-        share = np.count_nonzero(members == 0) / len(members)
-        assert abs(share - counts[0] / n) <= 1.5 / len(members) + 0.05, (key, share)
+    table = np.array(labels)
+    for c in range(table.shape[1]):        # positives and negatives of each class spread like the images
+        for group in (table[:, c] == 1, table[:, c] == 0):
+            for s in range(3):
+                expected = group.sum() * counts[s] / n
+                assert abs(np.count_nonzero(assigned[group] == s) - expected) <= 2, (c, s, expected)
+
+
+def test_split_puts_both_labels_of_every_class_in_every_split():
+    labels = [[(1, 0), (0, 1), (1, 1), (0, 0)][i % 4] for i in range(12)]
+    for seed in range(10):
+        assigned = split_images(labels, seed=seed)
+        for s in range(3):
+            chosen = np.array(labels)[assigned == s]
+            assert chosen.any(axis=0).all() and (1 - chosen).any(axis=0).all(), (seed, s, chosen)
 
 
 def test_split_needs_enough_images():
