@@ -76,9 +76,10 @@ if DATASET == "demo":
 
     files = ensure_demo(fast=FAST)          # WORK/demo (WORK/demo-fast in fast mode): made once, then reused
 else:
-    from micranet_utils.download import fetch_published
+    from micranet_utils.download import NOTE, fetch_published
 
-    tree = fetch_published("datasets")      # prints the licence note before the first download
+    print(NOTE)                             # whose data these are, their licence, what to cite
+    tree = fetch_published("datasets")      # several GB the first time; then read from the cache
     files = find_split_files(tree / "datasets")
 print(f"ready in {time.perf_counter() - start:.1f} s")
 for split, path in files.items():
@@ -416,7 +417,8 @@ print(f"{'class':>8} {'whole dendrite':>15} {'Otsu':>6}")
 for c, name in enumerate(crops.class_names):
     scores[name] = (dice(truth[:, 2], truth[:, c]), dice(bright, truth[:, c]))
     print(f"{name:>8} {scores[name][0]:>15.2f} {scores[name][1]:>6.2f}")
-    assert max(scores[name]) < 0.6, scores   # trivial methods stay below the goal of later lessons
+if DATASET == "demo":
+    assert all(max(pair) < 0.6 for pair in scores.values()), scores   # below the goal of later lessons
 
 # %% [markdown]
 # The Dice coefficient (2|A∩B| / (|A|+|B|), 1 is perfect) of both baselines stays well below
