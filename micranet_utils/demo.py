@@ -37,7 +37,6 @@ Design choices, for the lessons that follow:
 """
 
 import argparse
-import os
 from pathlib import Path
 
 import h5py
@@ -288,11 +287,12 @@ def _write_split(path, images, labels, shapes, attrs):
     return Path(path)
 
 
-def _demo_attrs(seed, split, n_images, size):
+def _demo_attrs(seed, split, n_images, n_training_images, size):
+    """Root attributes of a demo file: what made it, so that it can be reused or remade."""
     return {"synthetic": True, "seed": int(seed), "generator": "micranet_utils.demo",
             "generator_version": GENERATOR_VERSION, "split": split, "n_images": int(n_images),
-            "size": int(size), "pixel_size_nm": 20.0, "psf_fwhm_px": PSF_FWHM_PX,
-            "class_names": list(CLASS_NAMES), "n_training_images": 0}
+            "n_training_images": int(n_training_images), "size": int(size), "pixel_size_nm": 20.0,
+            "psf_fwhm_px": PSF_FWHM_PX, "class_names": list(CLASS_NAMES)}
 
 
 def generate_demo(output, seed=0, n_images=None, size=None, progress=True):
@@ -330,8 +330,7 @@ def generate_demo(output, seed=0, n_images=None, size=None, progress=True):
     files = {}
     for split, count in split_sizes(n_images).items():
         images, labels, shapes = synth_split(seed, split, count, size, progress)
-        attrs = _demo_attrs(seed, split, count, size)
-        attrs["n_training_images"] = n_images
+        attrs = _demo_attrs(seed, split, count, n_images, size)
         files[split] = _write_split(output / f"{split}_demo.hdf5", images, labels, shapes, attrs)
     return files
 
@@ -347,13 +346,23 @@ def demo_parameters(path):
         return None
 
 
-def _default_folder(fast):
-    name = "demo-fast" if fast else "demo"     # fast and full runs never overwrite each other's files
-    try:
-        from .lessons import work_dir
-    except ImportError:                                          # pragma: no cover
-        return Path(os.environ.get("MICRANET_WORKDIR", "micranet-work")).resolve() / name
-    return work_dir() / name
+def demo_folder(work=None, fast=None):
+    """Where the lessons keep the demo files: ``<work>/demo``, or ``<work>/demo-fast`` in fast mode.
+
+    Fast and full mode use different folders so that they never replace each
+    other's files while a lesson reads them.
+
+    Parameters
+    ----------
+    work : str or Path, optional
+        Default: :func:`micranet_utils.lessons.work_dir`.
+    fast : bool, optional
+        Default: the ``MICRANET_FAST`` setting.
+    """
+    from .lessons import is_fast, work_dir
+
+    fast = is_fast() if fast is None else bool(fast)
+    return (Path(work) if work is not None else work_dir()) / ("demo-fast" if fast else "demo")
 
 
 def ensure_demo(folder=None, seed=0, fast=None, progress=True):
@@ -362,9 +371,9 @@ def ensure_demo(folder=None, seed=0, fast=None, progress=True):
     Parameters
     ----------
     folder : str or Path, optional
-        Default: ``work_dir() / "demo"``, or ``work_dir() / "demo-fast"`` in fast mode
-        (shared by the lessons; two processes asking for the same files at once
-        both write identical files atomically, so readers never see a partial one).
+        Default: :func:`demo_folder` (shared by the lessons). Two processes asking
+        for the same files at once both write identical files atomically, so
+        readers never see a partial one.
     seed : int
     fast : bool, optional
         Fewer training images (12 instead of 24); default: the ``MICRANET_FAST`` setting.
@@ -377,7 +386,7 @@ def ensure_demo(folder=None, seed=0, fast=None, progress=True):
     if fast is None:
         from .lessons import is_fast
         fast = is_fast()
-    folder = Path(folder) if folder is not None else _default_folder(fast)
+    folder = Path(folder) if folder is not None else demo_folder(fast=fast)
     n_images = FAST_N_IMAGES if fast else DEFAULT_N_IMAGES
     wanted = (int(seed), GENERATOR_VERSION, n_images, DEFAULT_SIZE)
     files = {split: folder / f"{split}_demo.hdf5" for split in SPLITS}
