@@ -1,0 +1,395 @@
+"""Segment, detect and count on a folder of images with a trained MICRA-Net.
+
+Example::
+
+    micranet predict --model ActinModelZoo.hdf5 --input images/ --output results/ --recipe actin
+
+For every image the command classifies it, computes the Grad-CAM maps of the
+eight layers, applies the recipe (:mod:`micranet_utils.recipes`) and writes:
+
+* ``<name>_masks.tif``: one 0/255 uint8 mask per class (per class pair for
+  ``ctc``), axes C, Y, X, readable in Fiji/ImageJ;
+* ``<name>_overlay.png``: the image with the masks in colour;
+* ``<name>_maps.h5`` (with ``--maps``): the maps, float32 (C, 8, H, W);
+* ``<name>_result.json``: the numbers of that image (written last: an image
+  whose result file exists is finished, and a rerun skips it);
+
+and, for the whole folder, ``results.csv`` (per image: class probabilities,
+predicted labels, object counts and mask areas in pixels) and
+``manifest.json`` (model file and its SHA-256, options, recipe constants,
+package versions, which files failed and why). Every file is written
+atomically: an interrupted run leaves complete files or none.
+
+Intensities (``--normalize``). The published models were trained on images
+stored as floating-point numbers already scaled by their authors (Actin about
+0 to 0.3, CTC and MNIST 0 to 1, P. vivax standardised); the original scripts
+fed such files to the network unchanged. ``auto`` (default) does the same for
+floating-point images, and rescales images holding only whole numbers (8- or
+16-bit camera data) per image to [0, 1] between their 1st and 99.8th
+percentiles, as ``micranet make-dataset`` does for training on your own data.
+``percentile`` always rescales, ``none`` never does.
+
+Large images (``--tile``). An image larger than the tile side is cut into
+overlapping square tiles; the maps of the tiles are averaged where they
+overlap, and a class is present in the image when any tile finds it (the
+largest logit is kept). The recipe then runs once on the stitched maps.
+
+A file that cannot be analysed (empty, not an image, NaN pixels, wrong number
+of channels, too small) is named on stderr with the reason and skipped; the
+others are processed and the exit status is 1.
+"""
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MicranetError
+
+RESULTS_CSV, MANIFEST = "results.csv", "manifest.json"
+NORMALIZE_CHOICES = ("auto", "percentile", "none")
+COLORS = np.array([[1.0, 0.25, 0.25], [0.2, 0.9, 0.3], [0.3, 0.5, 1.0], [1.0, 0.8, 0.1],
+                   [0.9, 0.3, 0.9], [0.1, 0.9, 0.9], [1.0, 0.55, 0.1], [0.6, 0.4, 1.0],
+                   [0.6, 1.0, 0.5], [1.0, 0.6, 0.7]])
+
+
+def file_sha256(path):
+    """SHA-256 of a file, hex digest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_image(image, mode="auto"):
+    """Scale intensities as the model expects (see the module notes).
+
+    Parameters
+    ----------
+    image : ndarray of float32, shape (C, H, W)
+        As read by :func:`micranet_utils.images.read_image`.
+    mode : {"auto", "percentile", "none"}
+
+    Returns
+    -------
+    ndarray of float32, shape (C, H, W)
+    """
+    from .images import normalize_intensity
+
+    if mode not in NORMALIZE_CHOICES:
+        raise MicranetError(f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}; got {mode!r}")
+    whole_numbers = bool(np.all(image == np.round(image))) and image.max() > 1
+    if mode == "percentile" or (mode == "auto" and whole_numbers):
+        return normalize_intensity(image)
+    return np.asarray(image, np.float32)
+
+
+def _tile_starts(length, tile, overlap):
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def tiled_maps(model, image, tile=1024, overlap=128, normalize=True, device=None):
+    """Grad-CAM maps of one image of any size, by overlapping tiles when it is large.
+
+    Parameters
+    ----------
+    model : MICRANet
+    image : ndarray of float32, shape (C_in, H, W)
+    tile, overlap : int
+        Tile side and overlap between neighbouring tiles, in pixels.
+    normalize : bool
+        Min-max normalise each map (see :func:`micranet_utils.gradcam.local_maps`).
+    device : str or torch.device, optional
+
+    Returns
+    -------
+    maps : ndarray of float32, shape (C, 8, H, W)
+        Averaged over tiles where they overlap.
+    logits : ndarray of float32, shape (C,)
+        Largest logit over the tiles, per class.
+    """
+    from .gradcam import local_maps
+
+    if not 0 <= overlap < tile:
+        raise MicranetError(f"need 0 <= overlap < tile; got tile={tile}, overlap={overlap}")
+    height, width = image.shape[1:]
+    rows, cols = _tile_starts(height, tile, overlap), _tile_starts(width, tile, overlap)
+    if len(rows) == len(cols) == 1:
+        maps, logits = local_maps(model, image[None], normalize=normalize, device=device)
+        return maps[0], logits[0]
+    total = np.zeros((model.num_classes, 8, height, width), np.float32)
+    weight = np.zeros((height, width), np.float32)
+    logits = np.full(model.num_classes, -np.inf, np.float32)
+    for y in rows:
+        for x in cols:
+            window = (slice(y, y + tile), slice(x, x + tile))
+            maps, tile_logits = local_maps(model, image[None, :, window[0], window[1]],
+                                           normalize=normalize, device=device)
+            total[(...,) + window] += maps[0]
+            weight[window] += 1
+            logits = np.maximum(logits, tile_logits[0])
+    return total / weight, logits
+
+
+def overlay(image, masks):
+    """RGB picture of `image` (grey, or its first 3 channels) with the masks blended in colour.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, H, W)
+    masks : ndarray of bool, shape (K, H, W)
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W, 3), values in [0, 1]
+    """
+    low, high = np.percentile(image, [1, 99.8], axis=(1, 2), keepdims=True)
+    shown = np.clip((image - low) / np.maximum(high - low, 1e-12), 0, 1)
+    rgb = np.repeat(shown[:1], 3, axis=0) if len(shown) != 3 else shown
+    rgb = np.moveaxis(rgb, 0, -1).astype(np.float32)
+    for k, mask in enumerate(masks):
+        rgb[mask] = 0.55 * rgb[mask] + 0.45 * COLORS[k % len(COLORS)]
+    return rgb
+
+
+def mask_names(class_names, recipe):
+    """Names of the masks a recipe returns: the classes, or class pairs for ``pair_otsu`` (CTC)."""
+    if recipe.threshold == "pair_otsu":
+        return [f"{a}-vs-{b}" for a, b in zip(class_names[0::2], class_names[1::2])]
+    return list(class_names)
+
+
+def _write_outputs(out, stem, image, masks, maps, record, save_maps):
+    import tifffile
+    from matplotlib import pyplot
+
+    from .files import atomic_path
+
+    with atomic_path(out / f"{stem}_masks.tif") as tmp:
+        tifffile.imwrite(tmp, masks.astype(np.uint8) * 255, imagej=True, metadata={"axes": "CYX"})
+    with atomic_path(out / f"{stem}_overlay.png") as tmp:
+        pyplot.imsave(tmp, overlay(image, masks), format="png")
+    if save_maps:
+        import h5py
+
+        with atomic_path(out / f"{stem}_maps.h5") as tmp:
+            with h5py.File(tmp, "w") as file:
+                file.create_dataset("maps", data=maps, compression="gzip", compression_opts=4)
+                file.attrs["axes"] = "class, layer, y, x"
+                file.attrs["layers"] = json.dumps(["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b"])
+    with atomic_path(out / f"{stem}_result.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+
+
+def analyse_image(model, path, recipe, settings, options):
+    """Read, classify, map and segment one file. Returns (image, masks, maps, record)."""
+    from .gradcam import predicted
+    from .images import check_channels, read_image
+    from .recipes import count, segment
+
+    image = read_image(path, channel=options["channel"], projection=options["projection"],
+                       min_size=options["min_size"])
+    check_channels(image, model.in_channels, path, options.get("dataset"))
+    image = prepare_image(image, options["normalize"])
+    maps, logits = tiled_maps(model, image, options["tile"], options["overlap"],
+                              settings["normalize"], options["device"])
+    present = predicted(logits[None], settings["thresholds"], strict=settings["strict"])
+    masks = segment(maps[None], present, image[None], recipe)[0]
+    probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    record = {"file": path.name, "height": int(image.shape[1]), "width": int(image.shape[2]),
+              "probability": [round(float(p), 6) for p in probabilities],
+              "predicted": [bool(p) for p in present[0]],
+              "count": count(masks[None], options["min_area"])[0].tolist(),
+              "area": [int(a) for a in masks.sum(axis=(1, 2))]}
+    return image, masks, maps, record
+
+
+def _output_stems(paths):
+    """Output name per input: its stem, or stem_suffix when two inputs share a stem."""
+    stems = [p.stem for p in paths]
+    return [f"{p.stem}_{p.suffix.lstrip('.')}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+
+
+def _write_csv(out, records, class_names, names):
+    import csv
+
+    from .files import atomic_path
+
+    header = (["file", "height", "width"] + [f"probability_{c}" for c in class_names]
+              + [f"predicted_{c}" for c in class_names] + [f"count_{m}" for m in names]
+              + [f"area_px_{m}" for m in names])
+    with atomic_path(out / RESULTS_CSV) as tmp:
+        with open(tmp, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            for r in records:
+                writer.writerow([r["file"], r["height"], r["width"]] + r["probability"]
+                                + [int(p) for p in r["predicted"]] + r["count"] + r["area"])
+
+
+def _load_model(options):
+    from .lessons import pick_device
+    from .zoo import load_zoo
+
+    try:
+        device = pick_device(options["device"])
+    except ValueError as err:
+        raise MicranetError(str(err)) from None
+    model, params = load_zoo(options["model"], name=options["name"], group=options["group"], device=device)
+    options["device"] = str(device)
+    return model, params
+
+
+def predict_folder(model, input, output, recipe="actin", *, name=None, group=None, device="auto",
+                   save_maps=False, overwrite=False, tile=1024, overlap=128, normalize="auto",
+                   channel=None, projection=None, min_size=32, min_area=1, progress=True):
+    """Analyse every image of a folder (or one file) and write the results.
+
+    Parameters
+    ----------
+    model : str or Path
+        ModelZoo HDF5 file (``name`` and ``group`` as in :func:`micranet_utils.load_zoo`).
+    input : str or Path
+        Folder of images (TIFF, PNG, JPEG, ...) or one image file.
+    output : str or Path
+        Folder for the results (created).
+    recipe : str
+        Post-processing recipe (:data:`micranet_utils.recipes.RECIPES`).
+    save_maps, overwrite, tile, overlap, normalize, channel, projection, min_size, min_area
+        See ``micranet predict --help``.
+
+    Returns
+    -------
+    dict
+        ``done`` (list of file names analysed now), ``skipped`` (finished
+        earlier), ``failed`` (dict file name -> reason), ``ignored`` (not image files).
+    """
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from .datasets import DATASETS
+    from .files import atomic_path
+    from .gradcam import original_settings
+    from .images import IMAGE_SUFFIXES, find_images
+    from .recipes import get_recipe
+
+    recipe = get_recipe(recipe)
+    source, out = Path(input), Path(output)
+    if source.is_file():
+        paths, ignored = [source], []
+    elif source.is_dir():
+        paths = find_images(source)
+        ignored = sorted(p.name for p in source.iterdir() if p.is_file() and not p.name.startswith(".")
+                         and p.suffix.lower() not in IMAGE_SUFFIXES)
+    else:
+        raise MicranetError(f"{source}: no such file or folder")
+    if not paths:
+        raise MicranetError(f"{source}: no image files found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    options = dict(model=str(Path(model).resolve()), name=name, group=group, device=device, recipe=recipe.name,
+                   maps=bool(save_maps), tile=int(tile), overlap=int(overlap), normalize=normalize,
+                   channel=channel, projection=projection, min_size=int(min_size), min_area=int(min_area))
+    if min_size < 8:
+        raise MicranetError(f"min_size must be at least 8 pixels (the network's coarsest layer); got {min_size}")
+    prepare_image(np.zeros((1, 1, 1), np.float32), normalize)           # checks the choice early
+    manifest_path = out / MANIFEST
+    kept = {k: v for k, v in options.items() if k != "device"}
+    if manifest_path.is_file() and not overwrite:
+        previous = json.loads(manifest_path.read_text()).get("options", {})
+        changed = sorted(k for k in kept if previous.get(k) != kept[k])
+        if changed:
+            raise MicranetError(f"{out}: holds results made with other options ({', '.join(changed)}); "
+                                "use --overwrite or another output folder")
+    net, params = _load_model(options)
+    sha256 = file_sha256(model)
+    settings = original_settings(recipe.name, params) if recipe.name in DATASETS else \
+        {"normalize": True, "thresholds": 0.5, "strict": True}
+    options["dataset"] = recipe.name if recipe.name in DATASETS else None
+    class_names = params.get("class_names") or (DATASETS[recipe.name].class_names
+                                                if recipe.name in DATASETS else None)
+    if not class_names or len(class_names) != net.num_classes:
+        class_names = [f"class{i}" for i in range(net.num_classes)]
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"done": [], "skipped": [], "failed": {}, "ignored": ignored}
+    for file_name in ignored:
+        tqdm.write(f"micranet predict: ignored {file_name}: not an image file type", file=sys.stderr)
+    records = {}
+    for path, stem in zip(tqdm(paths, desc="images", unit="image", disable=not progress), _output_stems(paths)):
+        result_file = out / f"{stem}_result.json"
+        if result_file.is_file() and not overwrite:
+            records[path.name] = json.loads(result_file.read_text())
+            summary["skipped"].append(path.name)
+            continue
+        try:
+            image, masks, maps, record = analyse_image(net, path, recipe, settings, options)
+            _write_outputs(out, stem, image, masks, maps, record, save_maps)
+        except MicranetError as err:
+            reason = str(err)
+        except (OSError, ValueError, RuntimeError, MemoryError) as err:
+            reason = f"{path}: {type(err).__name__}: {err}"
+        else:
+            records[path.name] = record
+            summary["done"].append(path.name)
+            continue
+        summary["failed"][path.name] = reason
+        tqdm.write(f"micranet predict: skipped {path.name}: {reason}", file=sys.stderr)
+    ordered = [records[p.name] for p in paths if p.name in records]
+    _write_csv(out, ordered, class_names, mask_names(class_names, recipe))
+    import torch
+
+    manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": kept, "device": options["device"],
+                "model_sha256": sha256, "recipe": asdict(recipe), "class_names": list(class_names),
+                "masks": mask_names(class_names, recipe), "gradcam": settings,
+                "versions": {"micranet_utils": __version__, "torch": torch.__version__, "numpy": np.__version__},
+                "images": [p.name for p in paths if p.name in records], "failed": summary["failed"],
+                "ignored": ignored}
+    with atomic_path(manifest_path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, default=str))
+    return summary
+
+
+def cli_arguments(parser):
+    """Add the ``micranet predict`` arguments to `parser`."""
+    from .recipes import RECIPES
+
+    parser.epilog = ("example:\n  micranet predict --model ActinModelZoo.hdf5 --input images/ "
+                     "--output results/ --recipe actin\n\nexit status: 0 all images analysed, 1 some files "
+                     "failed (named on stderr), 2 bad arguments")
+    parser.add_argument("--model", required=True, help="ModelZoo HDF5 file")
+    parser.add_argument("--input", required=True, help="folder of images (or one image file)")
+    parser.add_argument("--output", required=True, help="folder for the results (created)")
+    parser.add_argument("--recipe", default="actin", choices=sorted(RECIPES), help="post-processing recipe")
+    parser.add_argument("--name", help="model inside the zoo (when it holds several; fold as MODEL/FOLD)")
+    parser.add_argument("--group", help="architecture group inside the zoo (default MICRANet*)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--maps", action="store_true", help="also save the Grad-CAM maps (HDF5)")
+    parser.add_argument("--overwrite", action="store_true", help="redo images already analysed")
+    parser.add_argument("--tile", type=int, default=1024, help="tile side for large images (default 1024)")
+    parser.add_argument("--overlap", type=int, default=128, help="overlap between tiles (default 128)")
+    parser.add_argument("--normalize", default="auto", choices=NORMALIZE_CHOICES,
+                        help="intensity scaling (default auto: see the notes above)")
+    parser.add_argument("--channel", type=int, help="keep only this channel of multi-channel files")
+    parser.add_argument("--projection", choices=("max", "mean"), help="collapse z-stacks / time series")
+    parser.add_argument("--min-size", type=int, default=32, help="smallest accepted side, pixels (default 32)")
+    parser.add_argument("--min-area", type=int, default=1, help="smallest object counted, pixels (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cli_run(args):
+    """Run ``micranet predict``; 0 when every image was analysed, 1 when some failed."""
+    summary = predict_folder(args.model, args.input, args.output, args.recipe, name=args.name, group=args.group,
+                             device=args.device, save_maps=args.maps, overwrite=args.overwrite, tile=args.tile,
+                             overlap=args.overlap, normalize=args.normalize, channel=args.channel,
+                             projection=args.projection, min_size=args.min_size, min_area=args.min_area,
+                             progress=not args.quiet)
+    done, skipped, failed = len(summary["done"]), len(summary["skipped"]), len(summary["failed"])
+    print(f"micranet predict: {done} analysed, {skipped} already done, {failed} failed -> {args.output}",
+          file=sys.stderr)
+    return 1 if failed else 0
