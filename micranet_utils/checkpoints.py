@@ -247,7 +247,8 @@ def plot_history(path, history, class_names):
     from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(12, 3.4), layout="constrained")
+    figure = Figure(figsize=(12, 3.4))
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.16, top=0.9, wspace=0.28)
     loss, rate, score = figure.subplots(1, 3)
     loss.plot(epochs, [row["train_loss"] for row in history], "o-", ms=3, label="training")
     loss.plot(epochs, [row["valid_loss"] for row in history], "o-", ms=3, label="validation")

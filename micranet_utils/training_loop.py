@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from . import checkpoints
+from .batching import BatchList, augment_batch, batch_plan, mix_seed
 from .errors import DatasetError, MicranetError
 from .network import LAYERS, MICRANet
 
@@ -97,70 +98,6 @@ def freeze_parameters(model, names):
     return frozen
 
 
-def batch_plan(num_items, batch_size, seed, epoch, shuffle=True, drop_last=True):
-    """The batches of one epoch, as lists of crop indices, the same on every process.
-
-    Parameters
-    ----------
-    num_items, batch_size, seed, epoch : int
-    shuffle, drop_last : bool
-
-    Returns
-    -------
-    list of list of int
-    """
-    if shuffle:
-        generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
-        order = torch.randperm(num_items, generator=generator).tolist()
-    else:
-        order = list(range(num_items))
-    stop = num_items - num_items % batch_size if drop_last else num_items
-    return [order[start:start + batch_size] for start in range(0, stop, batch_size)]
-
-
-def mix_seed(*numbers):
-    """One 63-bit seed from several integers (seed, epoch, batch, rank)."""
-    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def augment_batch(images, probability, generator):
-    """The original four augmentations, drawn independently for each crop of a batch.
-
-    With probability `probability` each: left-right flip, up-down flip, intensity
-    scale by ``clip(lognormal(0.01, 0.1), 0, 1)`` (darkens) and gamma
-    ``clip(lognormal(0.005, sqrt(0.005)), 0, 1)`` (brightens); both intensity steps
-    clip to [0, 1], as the original does.
-
-    Parameters
-    ----------
-    images : Tensor, shape (N, C, H, W), float
-    probability : float
-    generator : torch.Generator (CPU)
-        Always advanced by the same amount, whatever is applied.
-
-    Returns
-    -------
-    Tensor, shape (N, C, H, W)
-    """
-    n = images.shape[0]
-    coins = torch.rand(n, 4, generator=generator) < probability
-    normal = torch.randn(n, 2, generator=generator).double()
-    scale = torch.exp(0.01 + math.sqrt(0.01) * normal[:, 0]).clamp(0, 1).float()
-    gamma = torch.exp(0.005 + math.sqrt(0.005) * normal[:, 1]).clamp(0, 1).float()
-    if probability <= 0:
-        return images
-
-    def where(mask, changed, unchanged):
-        return torch.where(mask.to(images.device).view(n, 1, 1, 1), changed, unchanged)
-
-    images = where(coins[:, 0], images.flip(-1), images)
-    images = where(coins[:, 1], images.flip(-2), images)
-    view = (n, 1, 1, 1)
-    images = where(coins[:, 2], (images * scale.to(images.device).view(view)).clamp(0, 1), images)
-    images = where(coins[:, 3], images.clamp(min=0).pow(gamma.to(images.device).view(view)).clamp(0, 1), images)
-    return images
-
-
 def resolve_pos_weight(pos_weight, targets, class_names, path):
     """pos_weight as a list of floats, one per class; checks the class balance.
 
@@ -197,21 +134,6 @@ def resolve_pos_weight(pos_weight, targets, class_names, path):
                            f"{len(class_names)} classes ({', '.join(class_names)}); give one per class "
                            "or pos_weight='balanced'")
     return weights
-
-
-class _BatchList(Sampler):
-    """A batch sampler whose batches are replaced at each epoch (works with persistent workers)."""
-
-    def __init__(self):
-        self.batches = []
-
-    def __iter__(self):
-        return iter(list(self.batches))
-
-    def __len__(self):
-        return len(self.batches)
-
-
 
 
 def classification_metrics(counts, class_names):
@@ -271,19 +193,26 @@ class _Run:
     def __init__(self, params, run_dir, state, progress, callback, weights=None):
         self.params, self.run_dir, self.state = params, Path(run_dir), state
         self.progress, self.callback, self.weights = progress, callback, weights
+        self.loaders = []
 
     def fit(self):
-        rank, world, device, created = _setup_distributed(self.params["device"])
+        self.rank, self.world, self.device, created = _setup_distributed(self.params["device"])
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         try:
-            return self._fit(rank, world, device)
+            self._build()
+            return self._epochs()
         finally:
+            for loader in self.loaders:      # stop persistent workers now, even after an error
+                iterator = getattr(loader, "_iterator", None)
+                if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                    iterator._shutdown_workers()
+                loader._iterator = None
             torch.use_deterministic_algorithms(was_deterministic)
             if created:
                 dist.destroy_process_group()
 
     # -- setting up ---------------------------------------------------------------
-    def _datasets(self, world):
+    def _datasets(self):
         from .data import CropDataset
 
         p = self.params
@@ -303,138 +232,96 @@ class _Run:
         if valid_set.num_classes != train_set.num_classes:
             raise DatasetError(f"{valid_set.path}: {valid_set.num_classes} classes, but the training file "
                                f"{train_set.path} has {train_set.num_classes}")
-        if batch_size % world:
-            raise TrainingError(f"batch_size {batch_size} cannot be split evenly over {world} processes")
+        if batch_size % self.world:
+            raise TrainingError(f"batch_size {batch_size} cannot be split evenly over {self.world} processes")
         p["pos_weight"] = resolve_pos_weight(p["pos_weight"], train_set.targets(), train_set.class_names,
                                              train_set.path)
         p["class_names"] = list(train_set.class_names)
         p["num_crops"] = {"training": len(train_set), "validation": len(valid_set)}
         return train_set, valid_set
 
-    def _model(self, train_set, device):
-        p = self.params
-        torch.manual_seed(p["seed"])
-        model = MICRANet(train_set.num_classes, int(train_set[0][0].shape[0]))
-        if self.weights is not None:
-            model.load_state_dict(self.weights)
-        elif p.get("restore-from"):
-            _restore(model, p["restore-from"])
-        freeze_parameters(model, p["freeze"])
-        return model.to(device)
-
-    def _loader(self, dataset, sampler, device, workers):
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=device.type == "cuda")
-
-    # -- the loop -------------------------------------------------------------------
-    def _fit(self, rank, world, device):
-        from tqdm.auto import tqdm
-
-        p = self.params
+    def _build(self):
+        """Data, model, optimizer, scheduler and loss; the saved state when resuming."""
+        p, device = self.params, self.device
         if p["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        amp = device.type == "cuda" and p["amp"] in ("auto", True, "true", "True")
-        train_set, valid_set = self._datasets(world)
-        model = self._model(train_set, device)
+        self.amp = device.type == "cuda" and p["amp"] in ("auto", True, "true", "True")
+        self.train_set, self.valid_set = self._datasets()
+        torch.manual_seed(p["seed"])
+        model = MICRANet(self.train_set.num_classes, int(self.train_set[0][0].shape[0]))
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+        elif p.get("restore-from"):
+            _restore(model, p["restore-from"])
+        freeze_parameters(model, p["freeze"])
+        self.model = model.to(device)
         trainable = [q for q in model.parameters() if q.requires_grad]
         if not trainable:
             raise TrainingError(f"freeze={p['freeze']} leaves no parameter to train")
-        optimizer = torch.optim.Adam(trainable, lr=p["lr"])
+        self.optimizer = torch.optim.Adam(trainable, lr=p["lr"])
         s = p["scheduler"]
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=s["mode"], factor=s["factor"], patience=s["patience"],
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode=s["mode"], factor=s["factor"], patience=s["patience"],
             threshold=s["threshold"], threshold_mode=s["threshold_mode"], min_lr=s["min_lr"])
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        pos_weight = torch.tensor(p["pos_weight"], dtype=torch.float32, device=device)
-        criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        augment_generator = torch.Generator()
-
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.pos_weight = torch.tensor(p["pos_weight"], dtype=torch.float32, device=device)
+        self.augment_generator = torch.Generator()
         self.history, self.best_loss, self.best_epoch = [], math.inf, 0
-        start_epoch, position, sums = 0, 0, {"loss": 0.0, "batches": 0}
+        self.start = (0, 0, {"loss": 0.0, "batches": 0, "seconds": 0.0})
         if self.state is not None:
-            optimizer.load_state_dict(self.state["optimizer"])
-            scheduler.load_state_dict(self.state["scheduler"])
-            if amp and self.state.get("scaler"):
-                scaler.load_state_dict(self.state["scaler"])
-            checkpoints.restore_rng(self.state, {"augment": augment_generator})
-            start_epoch, position = self.state["epoch"], self.state["position"]
-            sums = self.state["epoch_sums"]
-            self.history = self.state["history"]
-            self.best_loss, self.best_epoch = self.state["best_loss"], self.state["best_epoch"]
-        network = model
-        if world > 1:
-            network = torch.nn.parallel.DistributedDataParallel(
+            state = self.state
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.amp and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            checkpoints.restore_rng(state, {"augment": self.augment_generator})
+            self.start = (state["epoch"], state["position"], state["epoch_sums"])
+            self.history, self.best_loss, self.best_epoch = state["history"], state["best_loss"], state["best_epoch"]
+        self.network = model
+        if self.world > 1:
+            self.network = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         workers = p["dataloader_params"]["num_workers"]
         if workers is None:
-            workers = min(4, max(0, (os.cpu_count() or 1) // world - 1))
-        train_batches, valid_batches = _BatchList(), _BatchList()
-        train_loader = self._loader(train_set, train_batches, device, workers)
-        valid_loader = self._loader(valid_set, valid_batches, device, workers)
+            workers = min(4, max(0, (os.cpu_count() or 1) // self.world - 1))
+        self.train_batches, self.valid_batches = BatchList(), BatchList()
+        self.loaders = [DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                   persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+                        for dataset, batches in ((self.train_set, self.train_batches),
+                                                 (self.valid_set, self.valid_batches))]
+
+    # -- the loop -------------------------------------------------------------------
+    def _epochs(self):
+        from tqdm.auto import tqdm
+
+        p, rank = self.params, self.rank
         writer = self._writer() if rank == 0 else None
         if rank == 0:
             checkpoints.write_json(self.run_dir / "trainer_params.json", p)
-
-        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
-        self.augment_generator, self.rank, self.world = augment_generator, rank, world
-        batch_size, epochs, seed = p["dataloader_params"]["batch_size"], p["epochs"], p["seed"]
-        every = p.get("checkpoint_every") or 0
-        for epoch in range(start_epoch, epochs):
+        start_epoch, position, sums = self.start
+        for epoch in range(start_epoch, p["epochs"]):
             started = time.time() - sums.get("seconds", 0.0)
-            plan = batch_plan(len(train_set), batch_size, seed, epoch)[:p.get("max_batches") or None]
-            train_batches.batches = [batch[rank::world] for batch in plan[position:]]
-            network.train()
-            lr = optimizer.param_groups[0]["lr"]
-            bar = tqdm(total=len(plan), initial=position, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                       disable=not (self.progress and rank == 0))
-            for index, (images, targets) in enumerate(train_loader, start=position):
-                torch.manual_seed(mix_seed(seed, epoch, index, rank))        # dropout
-                augment_generator.manual_seed(mix_seed(seed, epoch, index, rank, 1))
-                images = images.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                images = augment_batch(images, p["data_aug"], augment_generator)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    logits = network(images)
-                loss = criterion(logits.float(), targets)
-                value = float(_all_sum(loss.detach().clone(), world)) / world
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"the training loss became {value} at epoch {epoch + 1}, batch {index + 1}; training "
-                        f"stopped; {self.run_dir / 'last.hdf5'} keeps the last good state. Try a lower "
-                        "lr, or check the images for extreme values")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                sums = {"loss": sums["loss"] + value, "batches": sums["batches"] + 1}
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.1e}")
-                if self.callback is not None:
-                    self.callback({"event": "batch", "epoch": epoch + 1, "batch": index + 1, "loss": value,
-                                   "lr": lr, "rank": rank})
-                if every and (index + 1) % every == 0 and index + 1 < len(plan):
-                    sums["seconds"] = time.time() - started
-                    self._save_last(epoch, index + 1, sums)
-            bar.close()
+            lr = self.optimizer.param_groups[0]["lr"]
+            sums = self._train_epoch(epoch, position, sums, started, lr, tqdm)
             position = 0
-            if world > 1:       # BatchNorm statistics: rank 0's are the model's (as DDP's forward does)
-                for buffer in model.buffers():
+            if self.world > 1:       # BatchNorm statistics: rank 0's are the model's (as DDP's forward does)
+                for buffer in self.model.buffers():
                     dist.broadcast(buffer, 0)
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": sums["loss"] / max(sums["batches"], 1)}
-            row.update(self._validate(model, valid_set, valid_loader, valid_batches, criterion, device, amp))
+            row.update(self._validate())
             row["seconds"] = round(time.time() - started, 3)
-            scheduler.step(row["valid_loss"])
+            self.scheduler.step(row["valid_loss"])
             row["best"] = int(row["valid_loss"] < self.best_loss)
             self.history.append(row)
-            sums = {"loss": 0.0, "batches": 0}
+            sums = {"loss": 0.0, "batches": 0, "seconds": 0.0}
             if row["best"]:
                 self.best_loss, self.best_epoch = row["valid_loss"], epoch + 1
                 if rank == 0:
-                    checkpoints.save_checkpoint(self.run_dir / "best.hdf5", model, p, p["model_name"])
+                    checkpoints.save_checkpoint(self.run_dir / "best.hdf5", self.model, p, p["model_name"])
             self._save_last(epoch + 1, 0, sums)
             if rank == 0:
                 self._report(row, writer, tqdm)
@@ -442,31 +329,72 @@ class _Run:
                 self.callback({"event": "epoch", "epoch": epoch + 1, "row": row, "rank": rank})
         if writer is not None:
             writer.close()
-        if world > 1:
+        if self.world > 1:
             dist.barrier()
         return TrainResult(self.run_dir, self.run_dir / "best.hdf5", self.run_dir / "last.hdf5",
-                           self.history, self.best_epoch, self.best_loss, p, model.eval())
+                           self.history, self.best_epoch, self.best_loss, p, self.model.eval())
+
+    def _train_epoch(self, epoch, position, sums, started, lr, tqdm):
+        """Train from batch `position` to the end of `epoch`; returns the running loss sums."""
+        p, rank, world, device = self.params, self.rank, self.world, self.device
+        seed, every = p["seed"], p.get("checkpoint_every") or 0
+        plan = batch_plan(len(self.train_set), p["dataloader_params"]["batch_size"], seed,
+                          epoch)[:p.get("max_batches") or None]
+        self.train_batches.batches = [batch[rank::world] for batch in plan[position:]]
+        self.network.train()
+        criterion = torch.nn.BCEWithLogitsLoss(pos_weight=self.pos_weight)
+        bar = tqdm(total=len(plan), initial=position, desc=f"epoch {epoch + 1}/{p['epochs']}", leave=False,
+                   disable=not (self.progress and rank == 0))
+        for index, (images, targets) in enumerate(self.loaders[0], start=position):
+            torch.manual_seed(mix_seed(seed, epoch, index, rank))        # dropout
+            self.augment_generator.manual_seed(mix_seed(seed, epoch, index, rank, 1))
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            images = augment_batch(images, p["data_aug"], self.augment_generator)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.network(images)
+            loss = criterion(logits.float(), targets)
+            value = float(_all_sum(loss.detach().clone(), world)) / world
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"the training loss became {value} at epoch {epoch + 1}, batch {index + 1}; training "
+                    f"stopped; {self.run_dir / 'last.hdf5'} keeps the last good state. Try a lower "
+                    "lr, or check the images for extreme values")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            sums = {"loss": sums["loss"] + value, "batches": sums["batches"] + 1}
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.1e}")
+            if self.callback is not None:
+                self.callback({"event": "batch", "epoch": epoch + 1, "batch": index + 1, "loss": value,
+                               "lr": lr, "rank": rank})
+            if every and (index + 1) % every == 0 and index + 1 < len(plan):
+                self._save_last(epoch, index + 1, {**sums, "seconds": time.time() - started})
+        bar.close()
+        return sums
 
     @torch.no_grad()
-    def _validate(self, model, valid_set, loader, batches, criterion, device, amp):
+    def _validate(self):
         """Loss (mean over every validation crop and class), accuracy and F1 per class."""
-        p = self.params
+        p, device, valid_set = self.params, self.device, self.valid_set
         plan = batch_plan(len(valid_set), p["dataloader_params"]["batch_size"], 0, 0, shuffle=False,
                           drop_last=False)[:p.get("max_batches") or None]
-        batches.batches = [b[self.rank::self.world] for b in plan if b[self.rank::self.world]]
-        model.eval()
+        self.valid_batches.batches = [b[self.rank::self.world] for b in plan if b[self.rank::self.world]]
+        self.model.eval()
         classes = valid_set.num_classes
         totals = torch.zeros(2 + 4 * classes, dtype=torch.float64)
-        for images, targets in loader:
+        for images, targets in self.loaders[1]:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = model(images)
-            losses = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits.float(), targets, pos_weight=criterion.pos_weight, reduction="sum")
+            with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.model(images).float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, targets, pos_weight=self.pos_weight, reduction="sum")
             predicted, truth = logits > 0, targets > 0.5
             counts = torch.stack([(predicted & truth).sum(0), (predicted & ~truth).sum(0),
                                   (~predicted & truth).sum(0), (~predicted & ~truth).sum(0)])
-            totals += torch.cat([torch.stack([losses.double().cpu(), torch.tensor(float(targets.numel()),
+            totals += torch.cat([torch.stack([loss.double().cpu(), torch.tensor(float(targets.numel()),
                                  dtype=torch.float64)]), counts.flatten().double().cpu()])
         totals = _all_sum(totals, self.world).numpy()
         metrics = classification_metrics(totals[2:].reshape(4, classes), valid_set.class_names)
@@ -498,7 +426,10 @@ class _Run:
     def _report(self, row, writer, tqdm):
         names = self.params["class_names"]
         checkpoints.write_history(self.run_dir / "history.csv", self.history)
-        checkpoints.plot_history(self.run_dir / "history.png", self.history, names)
+        last = row["epoch"] == self.params["epochs"]
+        if last or time.monotonic() - getattr(self, "_plotted", -math.inf) > 60:   # plotting takes ~1 s
+            checkpoints.plot_history(self.run_dir / "history.png", self.history, names)
+            self._plotted = time.monotonic()
         f1 = ", ".join(f"{n} {row[f'valid_f1_{n}']:.3f}" for n in names)
         tqdm.write(f"epoch {row['epoch']}/{self.params['epochs']}: train loss {row['train_loss']:.4f}, "
                    f"valid loss {row['valid_loss']:.4f}{' (best)' if row['best'] else ''}, "

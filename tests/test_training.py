@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from micranet_utils import MICRANet, checkpoints, training, training_loop
+from micranet_utils import MICRANet, batching, checkpoints, training, training_loop
 from micranet_utils.cli import main as cli_main
 from micranet_utils.errors import DatasetError, ZooError
 from micranet_utils.zoo import load_zoo, save_zoo
@@ -261,7 +261,7 @@ def test_an_existing_run_is_not_overwritten(tiny, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-    plain = training_loop.augment_batch
+    plain = batching.augment_batch
     calls = []
 
     def poisoned(images, probability, generator):
@@ -296,12 +296,12 @@ def test_failure_while_saving_leaves_the_previous_checkpoint(tiny, tmp_path, mon
 
 # -- the pieces of the loop -----------------------------------------------------------------------
 def test_batch_plan_is_a_seeded_permutation_per_epoch():
-    plan = training_loop.batch_plan(10, 3, seed=1, epoch=0)
+    plan = batching.batch_plan(10, 3, seed=1, epoch=0)
     assert [len(b) for b in plan] == [3, 3, 3]
     assert len(set(sum(plan, []))) == 9
-    assert plan == training_loop.batch_plan(10, 3, seed=1, epoch=0)
-    assert plan != training_loop.batch_plan(10, 3, seed=1, epoch=1)
-    assert training_loop.batch_plan(5, 2, 0, 0, shuffle=False, drop_last=False) == [[0, 1], [2, 3], [4]]
+    assert plan == batching.batch_plan(10, 3, seed=1, epoch=0)
+    assert plan != batching.batch_plan(10, 3, seed=1, epoch=1)
+    assert batching.batch_plan(5, 2, 0, 0, shuffle=False, drop_last=False) == [[0, 1], [2, 3], [4]]
 
 
 def reference_augment(image, coins, scale, gamma):
@@ -321,7 +321,7 @@ def reference_augment(image, coins, scale, gamma):
 def test_augment_batch_matches_the_per_crop_original():
     images = torch.rand(16, 1, 8, 8) * 1.2
     generator = torch.Generator().manual_seed(3)
-    out = training_loop.augment_batch(images, 0.5, generator)
+    out = batching.augment_batch(images, 0.5, generator)
     generator.manual_seed(3)                              # replay the same draws
     coins = (torch.rand(16, 4, generator=generator) < 0.5).numpy()
     normal = torch.randn(16, 2, generator=generator).double().numpy()
@@ -331,7 +331,7 @@ def test_augment_batch_matches_the_per_crop_original():
         expected = reference_augment(images[n, 0].numpy(), coins[n], np.float32(scale[n]), np.float32(gamma[n]))
         np.testing.assert_allclose(out[n, 0].numpy(), expected, rtol=1e-5, atol=1e-6)
     assert coins.any(axis=0).all() and not coins.all(axis=0).any()
-    assert torch.equal(training_loop.augment_batch(images, 0.0, generator), images)
+    assert torch.equal(batching.augment_batch(images, 0.0, generator), images)
 
 
 @settings(max_examples=60, deadline=None)
