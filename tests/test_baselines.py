@@ -238,3 +238,82 @@ def test_train_predict_save_load_small_maskrcnn(tmp_path):
     loaded, _ = maskrcnn.load_maskrcnn(path)
     again, _ = maskrcnn.predict_maskrcnn(loaded, images, score_threshold=0.0)
     np.testing.assert_array_equal(again, masks)
+
+
+# --- comparison -------------------------------------------------------------------------------
+
+def _tiny_split(path, n=2, size=64):
+    """A published-layout file: one group, rings as two squares, fibers as one bar, all foreground."""
+    data = np.zeros((n, size, size), np.float32)
+    label = np.zeros((n, 3, size, size), np.uint8)
+    label[:, 2] = 1
+    for k in range(n):
+        label[k, 0, 4:12, 4:12] = 1
+        label[k, 0, 40:50, 40:50] = 2
+        label[k, 1, 20:24, 0:30] = 1
+        data[k] = 0.1 + 0.8 * (label[k, :2] > 0).any(axis=0)
+    with h5py.File(path, "w") as file:
+        group = file.create_group("g")
+        group.create_dataset("data", data=data)
+        group.create_dataset("label", data=label).attrs["shapes"] = np.tile([size, size], (n, 1))
+    return path
+
+
+def test_true_centroids_match_a_per_object_loop():
+    from micranet_utils.comparison import true_centroids
+
+    labels = np.zeros((1, 2, 16, 16), np.int32)
+    labels[0, 0, 1:4, 1:4] = 3
+    labels[0, 0, 10:12, 8:16] = 9
+    labels[0, 1, 5, 5] = 1
+    found = true_centroids(labels)
+    for c in range(2):
+        expected = [np.argwhere(labels[0, c] == i).mean(axis=0) for i in np.unique(labels[0, c]) if i]
+        np.testing.assert_allclose(found[0][c], np.reshape(expected, (-1, 2)))
+
+
+def test_score_masks_perfect_empty_and_merged(tmp_path):
+    from micranet_utils.comparison import load_test_crops, score_masks
+
+    test = load_test_crops(_tiny_split(tmp_path / "testing.hdf5"), size=32, step=1.0)
+    assert test["images"].shape == (8, 1, 32, 32) and test["labels"].shape == (8, 2, 32, 32)
+    assert test["class_names"] == ("rings", "fibers")
+    perfect = score_masks(test["masks"], test, max_distance=2, min_area=1)
+    for key in ("dice", "iou", "detection_f1"):
+        assert perfect[key] == {"rings": 1.0, "fibers": 1.0}
+    assert perfect["count_error"] == {"rings": 0.0, "fibers": 0.0}
+    empty = score_masks(np.zeros_like(test["masks"]), test, min_area=1)
+    assert empty["dice"]["rings"] == 0.0 and empty["detection_f1"]["fibers"] == 0.0
+    # one mask for both classes (Otsu): rings' Dice falls by the fibers' pixels
+    union = np.repeat(test["masks"].any(axis=1, keepdims=True), 2, axis=1)
+    merged = score_masks(union, test, min_area=1)
+    rings, fibers = test["masks"][:, 0].sum(), test["masks"][:, 1].sum()
+    assert merged["dice"]["rings"] == pytest.approx(2 * rings / (2 * rings + fibers))
+    with pytest.raises(ValueError, match="shape"):
+        score_masks(test["masks"][:2], test)
+
+
+def test_annotation_cost_counts_crops_pixels_and_objects(tmp_path):
+    from micranet_utils.comparison import annotation_cost
+
+    cost = annotation_cost(_tiny_split(tmp_path / "training.hdf5", n=3), size=32, step=1.0)
+    assert cost == {"crops": 12, "image_labels": 24, "images": 3, "pixels": 3 * 64 * 64 * 2, "objects": 9}
+
+
+def test_write_comparison_keeps_other_keys_and_table_lists_methods(tmp_path):
+    from micranet_utils.comparison import comparison_entry, format_table, plot_comparison, write_comparison
+
+    scores = {"dice": {"rings": 0.71234, "fibers": 0.6}, "iou": {"rings": 0.5, "fibers": 0.4}}
+    comparison = {"micranet": comparison_entry(scores, 12.34, "image-level", 100),
+                  "otsu": comparison_entry(scores, None, "none", 0)}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"lessons": {"01": "ok"}}))
+    write_comparison(comparison, path)
+    data = json.loads(path.read_text())
+    assert data["lessons"] == {"01": "ok"}
+    assert data["comparison"]["micranet"]["dice"]["rings"] == 0.7123
+    assert data["comparison"]["micranet"]["train_seconds"] == 12.3
+    table = format_table(comparison)
+    assert "| MICRA-Net | image-level | 100 | 12 | 0.71 | 0.60 |" in table and "| Otsu | none |" in table
+    ax = plot_comparison(comparison)
+    assert len(ax.patches) == 4

@@ -165,3 +165,43 @@ def read_zoo_group(path, group, name=None):
         params = _parse_params(path, arch)
         node = arch[_pick(list(arch.keys()), "model", path, name)]
         return _read_state_dict(path, node), params
+
+
+def cached_zoo(target, fast, read_params, train_and_save):
+    """Reuse the model file `target` or train it, with the lessons' fast/full rule.
+
+    A model trained in fast mode is reused in fast mode only; a full-mode model
+    is reused in both.
+
+    Parameters
+    ----------
+    target : Path
+    fast : bool
+    read_params : callable
+        ``read_params(target) -> trainer_params`` (raises on a bad file).
+    train_and_save : callable
+        ``train_and_save(target)``: trains and writes `target` atomically.
+
+    Returns
+    -------
+    Path
+    """
+    if target.is_file():
+        try:
+            params = read_params(target)
+        except ZooError:
+            params = None                      # unreadable cache: train again
+        if params is not None and (fast or not params.get("demo_fast", False)):
+            return target
+    train_and_save(target)
+    return target
+
+
+def demo_paths(work_dir, fast, seed):
+    """(work folder, demo split files) of the lessons, generating the demo data if needed."""
+    from pathlib import Path
+
+    from .. import demo, lessons
+
+    work = Path(work_dir) if work_dir is not None else lessons.work_dir()
+    return work, demo.ensure_demo(folder=work / "demo", seed=seed, fast=fast, progress=False)

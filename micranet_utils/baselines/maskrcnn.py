@@ -317,3 +317,57 @@ def load_maskrcnn(path, name=None, group=GROUP, device="cpu"):
         raise ZooError(f"{path}: group {group!r} does not hold Mask R-CNN weights for "
                        f"{config['backbone']}: {first}") from None
     return model.to(device).eval(), params
+
+
+DEMO_SETTINGS = {
+    "full": dict(size=128, epochs=8, batch_size=4, lr=1e-3, augment=0.5, max_crops=None),
+    "fast": dict(size=128, epochs=1, batch_size=4, lr=1e-3, augment=0.5, max_crops=16),
+}
+"""dict: training of the lessons' demo Mask R-CNN (:data:`SMALL` configuration, 128-px crops).
+
+Fast mode only checks that the whole path runs (16 crops, one epoch): its
+Mask R-CNN has not learned anything yet. The learning rate is 1e-3 (original
+1e-4 over 700 epochs).
+"""
+
+
+def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
+    """The lessons' Mask R-CNN trained on the demo crops: reuse ``<work_dir>/models/demo_maskrcnn.hdf5`` or train it.
+
+    Parameters
+    ----------
+    work_dir : str or Path, optional
+    fast : bool, optional
+        Default: the ``MICRANET_FAST`` setting. A fast-mode model is retrained in full mode.
+    seed : int
+    progress : bool
+
+    Returns
+    -------
+    Path
+        The model-zoo file (group ``"MaskRCNN"``); its trainer_params hold ``train_seconds``.
+    """
+    from torch.utils.data import Subset
+
+    from .. import lessons
+    from ..data import CropDataset
+
+    fast = lessons.is_fast() if fast is None else bool(fast)
+    work, splits = common.demo_paths(work_dir, fast, seed)
+    settings = DEMO_SETTINGS["fast" if fast else "full"]
+
+    def train_and_save(target):
+        size = settings["size"]
+        train = InstanceCrops(CropDataset(splits["training"], size=size), augment=settings["augment"], seed=seed)
+        valid = InstanceCrops(CropDataset(splits["validation"], size=size))
+        if settings["max_crops"]:
+            train = Subset(train, range(min(len(train), settings["max_crops"])))
+            valid = Subset(valid, range(min(len(valid), settings["max_crops"] // 2)))
+        config = {**SMALL, "min_size": size, "max_size": size}
+        model, info = train_maskrcnn(train, valid, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                                     lr=settings["lr"], seed=seed, config=config, progress=progress)
+        save_maskrcnn(target, model, {**info["params"], "demo_fast": fast,
+                                      "hdf5_training_path": str(splits["training"])})
+
+    return common.cached_zoo(work / "models" / "demo_maskrcnn.hdf5", fast,
+                             lambda path: common.read_zoo_group(path, GROUP)[1], train_and_save)

@@ -268,3 +268,51 @@ def masks_from_probabilities(probabilities, threshold=0.5):
 
 __all__ = ["UNet", "ACTIN_MODEL_PARAMS", "GROUP", "train_unet", "predict_unet", "save_unet",
            "load_unet", "masks_from_probabilities", "center_crop"]
+
+
+DEMO_SETTINGS = {
+    "full": dict(size=128, epochs=30, batch_size=32, lr=1e-3, augment=0.5),
+    "fast": dict(size=128, epochs=4, batch_size=32, lr=1e-3, augment=0.5),
+}
+"""dict: training of the lessons' demo U-Net, on the same 128-px crops as the demo MICRA-Net.
+
+The learning rate is 1e-3 rather than the original's 1e-4: with tens of epochs
+instead of 700, 1e-4 leaves the U-Net under-trained, which would flatter MICRA-Net.
+"""
+
+
+def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
+    """The lessons' U-Net trained on the demo crops: reuse ``<work_dir>/models/demo_unet.hdf5`` or train it.
+
+    Parameters
+    ----------
+    work_dir : str or Path, optional
+        Default :func:`micranet_utils.lessons.work_dir`.
+    fast : bool, optional
+        Default: the ``MICRANET_FAST`` setting. A fast-mode model is retrained in full mode.
+    seed : int
+    progress : bool
+
+    Returns
+    -------
+    Path
+        The model-zoo file (group ``"UNet"``); its trainer_params hold ``train_seconds``.
+    """
+    from .. import lessons
+    from ..data import CropDataset
+
+    fast = lessons.is_fast() if fast is None else bool(fast)
+    work, splits = common.demo_paths(work_dir, fast, seed)
+    settings = DEMO_SETTINGS["fast" if fast else "full"]
+
+    def train_and_save(target):
+        crops = dict(size=settings["size"], return_masks=True)
+        train = CropDataset(splits["training"], augment=settings["augment"], seed=seed, **crops)
+        valid = CropDataset(splits["validation"], **crops)
+        model, info = train_unet(train, valid, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                                 lr=settings["lr"], seed=seed, progress=progress)
+        save_unet(target, model, {**info["params"], "demo_fast": fast,
+                                  "hdf5_training_path": str(splits["training"])})
+
+    return common.cached_zoo(work / "models" / "demo_unet.hdf5", fast,
+                             lambda path: load_unet(path)[1], train_and_save)
