@@ -8,6 +8,8 @@ with 4 LU power iterations and 10 oversamples, as scikit-learn's defaults for a
 scikit-learn. Both run in this process on the same maps; the script prints the
 median time of each, their ratio, and the IoU of the masks.
 
+It also times one redraw of :class:`micranet_utils.viewer.Viewer` on the same maps.
+
 Run: ``python benchmarks/recipes.py [--size 256] [--images 4] [--repeats 5]``
 """
 
@@ -110,6 +112,22 @@ def main(argv=None):
     print(f"  original procedure (randomised PCA x5): {1e3 * t_original / pairs:8.2f} ms per image and class")
     print(f"  micranet_utils.recipes.segment        : {1e3 * t_ours / pairs:8.2f} ms per image and class")
     print(f"  speed-up: {t_original / t_ours:.1f}x   mask IoU: min {min(ious):.4f}, mean {np.mean(ious):.4f}")
+    viewer_update(maps, predicted, images, args.repeats)
+
+
+def viewer_update(maps, predicted, images, repeats):
+    """Time one viewer redraw (slider moved) against the 0.5 s budget."""
+    try:
+        from micranet_utils.viewer import Viewer
+    except ImportError:
+        return
+    view = Viewer(images, maps, predicted)
+    values = iter(np.linspace(0.6, 0.95, 2 * repeats + 2))
+    first, _ = median_time(lambda: setattr(view.quantile, "value", next(values)), 1)
+    again, _ = median_time(lambda: setattr(view.quantile, "value", next(values)), repeats)
+    other, _ = median_time(lambda: setattr(view.sigma, "value", view.sigma.value + 0.25), repeats)
+    print(f"Viewer update on {maps.shape[-1]} x {maps.shape[-1]}: quantile slider {1e3 * again:.0f} ms, "
+          f"sigma slider {1e3 * other:.0f} ms (budget 500 ms; first draw of a class {1e3 * first:.0f} ms)")
 
 
 if __name__ == "__main__":

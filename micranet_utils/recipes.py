@@ -49,7 +49,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["Recipe", "RECIPES", "get_recipe", "foreground", "pca_scores", "score_maps",
+__all__ = ["Recipe", "RECIPES", "get_recipe", "foreground", "pca_scores", "combined_map", "score_maps",
            "threshold_scores", "segment", "labels_from_masks", "Objects", "detect", "count"]
 
 LAYER_4B = 7          # index of the deepest layer, the gate
@@ -180,8 +180,29 @@ def pca_scores(layers):
     return (component @ centred).reshape(np.shape(layers)[1:])
 
 
+def combined_map(maps, image=None, recipe="actin", **overrides):
+    """Steps 1-3 of a recipe for one image and class: the combined, normalised, smoothed map.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (8, H, W)
+        The eight layer maps of one image and class.
+    image : ndarray, shape (channels, H, W) or (H, W), optional
+        Needed by recipes that gate on the foreground (Actin).
+    recipe : str or Recipe
+    **overrides
+        Recipe constants to change, e.g. ``sigma=0`` for the unsmoothed map.
+
+    Returns
+    -------
+    ndarray of float64, shape (H, W), or None
+        None when the gate is empty (no pixel where 4b > 0, inside the foreground).
+    """
+    return _combined_map(np.asarray(maps), image, get_recipe(recipe, **overrides))
+
+
 def _combined_map(maps, image, recipe):
-    """Steps 1-3 for one image and class: (L, H, W) maps -> (H, W) map, or None if the gate is empty."""
+    """:func:`combined_map` with a ready :class:`Recipe`."""
     gate = maps[LAYER_4B] > 0
     if recipe.gate_foreground:
         gate &= foreground(image)
