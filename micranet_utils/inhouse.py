@@ -107,7 +107,7 @@ class Report:
 
 
 def validate_folder(images, labels=None, *, masks=None, crop_size=256, channels=1, channel=None,
-                    plane=None, projection=None, foreground="otsu"):
+                    plane=None, projection=None, foreground="otsu", progress=True):
     """Check a folder of images and their labels; report every problem, write nothing.
 
     Parameters
@@ -126,6 +126,8 @@ def validate_folder(images, labels=None, *, masks=None, crop_size=256, channels=
         Passed to :func:`~micranet_utils.images.read_image`.
     foreground : {"otsu", "all"}
         Foreground when there is no mask folder.
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
@@ -147,7 +149,7 @@ def validate_folder(images, labels=None, *, masks=None, crop_size=256, channels=
     else:
         _labels_from_folders(images, files, report)
     digests = {}
-    for record in tqdm(list(report.records), desc="Checking images", leave=False):
+    for record in tqdm(list(report.records), desc="Checking images", leave=False, disable=not progress):
         _check_image(record, report, digests, masks=masks, crop_size=crop_size, channels=channels,
                      read_options=dict(channel=channel, plane=plane, projection=projection),
                      foreground=foreground)
@@ -354,7 +356,7 @@ def split_images(labels, fractions=(0.7, 0.15, 0.15), seed=0):
 
 def make_dataset(images, labels, output, *, masks=None, crop_size=256, split=(0.7, 0.15, 0.15), seed=0,
                  channels=1, channel=None, plane=None, projection=None, foreground="otsu",
-                 percentiles=(1.0, 99.8), name="inhouse"):
+                 percentiles=(1.0, 99.8), name="inhouse", progress=True):
     """Check a folder of images, then write training / validation / testing files.
 
     Parameters
@@ -372,6 +374,8 @@ def make_dataset(images, labels, output, *, masks=None, crop_size=256, split=(0.
         ``None`` keeps the values as read (they must already lie in [0, 1]).
     name : str
         Files are ``<split>_<name>.hdf5`` and ``split_<name>.csv``.
+    progress : bool
+        Show progress bars.
 
     Returns
     -------
@@ -386,16 +390,17 @@ def make_dataset(images, labels, output, *, masks=None, crop_size=256, split=(0.
         Nothing is written then, and the images folder is never modified.
     """
     report = validate_folder(images, labels, masks=masks, crop_size=crop_size, channels=channels,
-                             channel=channel, plane=plane, projection=projection, foreground=foreground)
+                             channel=channel, plane=plane, projection=projection, foreground=foreground,
+                             progress=progress)
     if not report.ok:
         raise DatasetError(f"{images}: the folder has problems; nothing was written\n{report}")
     return write_dataset(report, output, images=images, masks=masks, split=split, seed=seed,
                          read_options=dict(channel=channel, plane=plane, projection=projection),
-                         foreground=foreground, percentiles=percentiles, name=name)
+                         foreground=foreground, percentiles=percentiles, name=name, progress=progress)
 
 
 def write_dataset(report, output, *, images, masks=None, split=(0.7, 0.15, 0.15), seed=0, read_options=None,
-                  foreground="otsu", percentiles=(1.0, 99.8), name="inhouse"):
+                  foreground="otsu", percentiles=(1.0, 99.8), name="inhouse", progress=True):
     """Write the files of :func:`make_dataset` from a clean :class:`Report` (all at once, or nothing)."""
     output = Path(output)
     images = Path(images)
@@ -421,7 +426,8 @@ def write_dataset(report, output, *, images, masks=None, split=(0.7, 0.15, 0.15)
         handles = {s: stack.enter_context(h5py.File(temps[SPLITS[s]], "w")) for s in used}
         for handle in handles.values():
             handle.attrs.update(attrs)
-        for index, (record, s) in enumerate(tqdm(list(zip(records, assigned)), desc="Writing", leave=False)):
+        for index, (record, s) in enumerate(tqdm(list(zip(records, assigned)), desc="Writing", leave=False,
+                                                           disable=not progress)):
             _write_image(handles[s], f"{index:05d}", record, masks, read_options or {}, foreground, percentiles)
         for handle in handles.values():
             handle.close()
