@@ -162,24 +162,27 @@ def _labels_from_csv(csv_path, images, files, report):
     where = csv_path.name
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{csv_path}: cannot read the labels CSV ({err})") from None
-    rows = [[cell.strip() for cell in row] for row in rows if any(cell.strip() for cell in row)]
+    first = text.split("\n", 1)[0]
+    delimiter = max(",;\t", key=first.count)          # spreadsheets in some locales write ";"
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    rows = [(reader.line_num, [cell.strip() for cell in row]) for row in reader if any(c.strip() for c in row)]
     if not rows:
         raise DatasetError(f"{csv_path}: the labels CSV is empty")
-    header = rows[0]
+    header = rows[0][1]
     if header[0].lower() not in FILENAME_COLUMNS or len(header) < 2:
         raise DatasetError(f"{csv_path}: the first column must be named 'filename' and be followed by one "
-                           f"0/1 column per class; found header {','.join(header)!r}")
+                           f"0/1 column per class; found header {delimiter.join(header)!r}")
     classes = header[1:]
     if len(set(classes)) != len(classes) or not all(classes):
         raise DatasetError(f"{csv_path}: class names in the header must be unique and non-empty: {classes}")
     report.class_names = tuple(classes)
     on_disk = {f.relative_to(images).as_posix(): f for f in files}
     seen = {}
-    for line, row in enumerate(rows[1:], start=2):
-        name = row[0].replace("\\", "/")
+    for line, row in rows[1:]:
+        name = row[0].replace("\\", "/").removeprefix("./")
         if name in seen:
             report.add(name, "error", f"duplicate: {where} lines {seen[name]} and {line} both label this file")
             continue
@@ -187,7 +190,7 @@ def _labels_from_csv(csv_path, images, files, report):
         if len(row) != len(header):
             report.add(name, "error", f"{where} line {line} has {len(row)} columns; the header has {len(header)}")
             continue
-        bad = [f"{c}={v!r}" for c, v in zip(classes, row[1:]) if v not in ("0", "1")]
+        bad = [f"{c}={v!r}" for c, v in zip(classes, row[1:]) if _zero_one(v) is None]
         if bad:
             report.add(name, "error", f"label not 0/1 ({', '.join(bad)}) on {where} line {line}")
         if name not in on_disk:
@@ -196,10 +199,19 @@ def _labels_from_csv(csv_path, images, files, report):
                        if known else f"{where} line {line}: not an image file type ({', '.join(IMAGE_SUFFIXES)})")
             continue
         if not bad:
-            report.records.append(Record(name, on_disk[name], tuple(int(v) for v in row[1:])))
+            report.records.append(Record(name, on_disk[name], tuple(_zero_one(v) for v in row[1:])))
     for name in on_disk:
         if name not in seen:
             report.add(name, "error", f"missing from the CSV: {where} has no row for this image")
+
+
+def _zero_one(text):
+    """0 or 1 from a CSV cell ("1", "0", "1.0" as spreadsheets write them); None otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0) else None
 
 
 def _labels_from_folders(images, files, report):

@@ -283,3 +283,15 @@ def test_colour_images_with_channels_3(tmp_path):
     with h5py.File(paths["training"], "r") as file:
         group = next(iter(file.values()))
         assert group["data"].shape == (1, 3, 80, 96) and group["label"].shape == (1, 2, 80, 96)
+    crops = CropDataset(paths["training"], size=CROP)
+    assert crops.in_channels == 3 and crops[0][0].shape == (3, CROP, CROP)
+
+
+def test_spreadsheet_style_csv(lab):
+    rows = ["filename;rings;fibers", ""] + [f"./cell{i:02d}.tif;{i % 2}.0;{(i // 2) % 2}" for i in range(12)]
+    rows[5] = "cell03.tif;1;2"
+    (lab / "labels.csv").write_text("\r\n".join(rows) + "\r\n", encoding="utf-8-sig")
+    report = validate_folder(lab, lab / "labels.csv", crop_size=CROP)
+    assert [(p.file, p.message) for p in report.errors] == [
+        ("cell03.tif", "label not 0/1 (fibers='2') on labels.csv line 6")]
+    assert {r.name: r.labels for r in report.records}["cell05.tif"] == (1, 0)
