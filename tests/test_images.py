@@ -280,3 +280,13 @@ def test_write_then_read_round_trip(tmp_path_factory, data, dtype, channels):
     for c in range(channels):
         order = np.argsort(image[c].ravel(), kind="stable")
         assert np.all(np.diff(normalized[c].ravel()[order]) >= 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(image=hnp.arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+                        elements=st.floats(-1e4, 1e4)),
+       low=st.floats(0, 49), high=st.floats(51, 100))
+def test_normalize_matches_reference_on_any_image(image, low, high):
+    out = normalize_intensity(image, low=low, high=high)
+    for c in range(image.shape[0]):
+        np.testing.assert_allclose(out[c], reference_normalize(image[c].astype(np.float32), low, high), atol=1e-5)
