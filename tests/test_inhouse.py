@@ -295,3 +295,13 @@ def test_spreadsheet_style_csv(lab):
     assert [(p.file, p.message) for p in report.errors] == [
         ("cell03.tif", "label not 0/1 (fibers='2') on labels.csv line 6")]
     assert {r.name: r.labels for r in report.records}["cell05.tif"] == (1, 0)
+
+
+def test_same_pixels_under_two_names_is_a_warning(lab):
+    (lab / "copy_of_cell02.tif").write_bytes((lab / "cell02.tif").read_bytes())
+    with open(lab / "labels.csv", "a") as handle:
+        handle.write("copy_of_cell02.tif,0,1\n")
+    report = validate_folder(lab, lab / "labels.csv", crop_size=CROP)
+    assert report.ok
+    assert [(p.file, p.message.split(";")[0]) for p in report.warnings] == [
+        ("copy_of_cell02.tif", "duplicate: same pixels as cell02.tif")]
