@@ -250,7 +250,7 @@ def _check_image(record, report, digests, *, masks, crop_size, channels, read_op
                    "and may land in different splits")
     digests.setdefault(digest, record.name)
     try:
-        mask = foreground_mask(image, record, masks, foreground)
+        mask = foreground_mask(image, record.name, masks, foreground)
     except ImageError as err:
         report.add(record.name, "error", str(err))
         return
@@ -261,14 +261,14 @@ def _check_image(record, report, digests, *, masks, crop_size, channels, read_op
                    "foreground; this image adds nothing (check its mask, or use foreground='all')")
 
 
-def foreground_mask(image, record, masks=None, foreground="otsu"):
+def foreground_mask(image, name=None, masks=None, foreground="otsu"):
     """Foreground of one image: its mask file, Otsu on the smoothed image, or everything.
 
     Parameters
     ----------
     image : ndarray, shape (C, H, W)
-    record : Record
-        Gives the relative name used to find the mask file.
+    name : str, optional
+        Path of the image relative to its folder (needed with `masks`).
     masks : str or Path, optional
         Folder of masks; the mask of ``a/b.tif`` is ``a/b.<any image ending>`` there.
     foreground : {"otsu", "all"}
@@ -276,9 +276,11 @@ def foreground_mask(image, record, masks=None, foreground="otsu"):
     Returns
     -------
     ndarray of uint8, shape (H, W), values 0/1
+        Otsu: threshold of the per-image normalised intensity (mean over channels)
+        smoothed by a Gaussian of sigma 2 px; all zeros for a constant image.
     """
     if masks is not None:
-        stem = Path(record.name).with_suffix("").as_posix().removesuffix(".ome")
+        stem = Path(name).with_suffix("").as_posix().removesuffix(".ome")
         found = [m for m in Path(masks).glob(f"{glob.escape(stem)}.*") if m.suffix.lower() in IMAGE_SUFFIXES]
         if not found:
             raise ImageError(f"no mask in {masks} (expected {stem}.tif or another image file)")
@@ -450,7 +452,7 @@ def write_dataset(report, output, *, images, masks=None, split=(0.7, 0.15, 0.15)
 def _write_image(handle, key, record, masks, read_options, foreground, percentiles):
     """One group: ``data`` (1, H, W) or (1, C, H, W) float32, ``label`` (1, K+1, H, W) uint8."""
     image = read_image(record.path, **read_options)
-    mask = foreground_mask(image, record, masks, foreground)
+    mask = foreground_mask(image, record.name, masks, foreground)
     if percentiles:
         image = normalize_intensity(image, *percentiles)
     elif image.min() < 0 or image.max() > 1:
