@@ -333,6 +333,8 @@ def check_training_file(path, require_shapes=True):
 def _check_group(group, path, name, require_shapes):
     where = f"{path}: group {name!r}"
     data, label = group["data"], group["label"]
+    if data.shape[0] == 0 or 0 in data.shape[-2:]:
+        raise DatasetError(f"{where}: 'data' holds no image (shape {data.shape})")
     if data.dtype.kind not in "fiu":
         raise DatasetError(f"{where}: 'data' has dtype {data.dtype}; expected float or integer intensities")
     if label.dtype.kind not in "biuf":

@@ -25,6 +25,7 @@ an alpha sample (RGBA, grey + alpha) loses its alpha.
 ``[0, 1]`` with per-image percentiles, the range the published data sets use.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,10 @@ def find_images(folder, recursive=False):
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a folder")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
+    # Links are listed even when broken, so that the reader can say what is wrong with them.
     return sorted(p for p in candidates
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+                  if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image(path, channel=None, plane=None, projection=None, min_size=1):
@@ -106,6 +109,15 @@ def read_image(path, channel=None, plane=None, projection=None, min_size=1):
     if projection is not None and projection not in PROJECTIONS:
         raise ImageError(f"{path}: unknown projection {projection!r}; use one of {', '.join(PROJECTIONS)}")
     if not path.exists():
+        if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:
+                raise ImageError(f"{path}: symbolic link loop (the link points back to itself)") from None
+            except OSError as err:
+                if err.errno == 40:  # ELOOP
+                    raise ImageError(f"{path}: symbolic link loop (the link points back to itself)") from None
+            raise ImageError(f"{path}: broken link (it points to {os.readlink(path)}, which does not exist)")
         raise ImageError(f"{path}: file not found")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
