@@ -36,7 +36,7 @@ METHODS = {
 """dict: the compared methods, their display names and the supervision they need."""
 
 
-def load_test_crops(path, size=128, step=1.0, foreground_fraction=0.1):
+def load_test_crops(path, size=128, step=1.0, foreground_fraction=0.1, max_crops=None):
     """All test crops of a published-layout file, with their pixel and instance truth.
 
     Parameters
@@ -49,6 +49,8 @@ def load_test_crops(path, size=128, step=1.0, foreground_fraction=0.1):
         Stride as a fraction of `size`; 1.0 (no overlap) counts every pixel once.
     foreground_fraction : float
         The crop rule of training (crops mostly outside the dendrites are skipped).
+    max_crops : int, optional
+        Keep at most this many crops, evenly spaced over the file (for large published splits).
 
     Returns
     -------
@@ -57,8 +59,11 @@ def load_test_crops(path, size=128, step=1.0, foreground_fraction=0.1):
         ids (0 = none); ``masks`` bool (N, C, S, S) = labels > 0; ``class_names``.
     """
     crops = CropDataset(path, size=size, step=step, foreground_fraction=foreground_fraction)
+    indices = np.arange(len(crops))
+    if max_crops is not None and len(crops) > max_crops:
+        indices = np.linspace(0, len(crops) - 1, int(max_crops)).round().astype(int)
     images, labels = [], []
-    for index in range(len(crops)):
+    for index in indices:
         image, label = crops.read_crop(index)
         images.append(image[None])
         labels.append(label)
@@ -66,6 +71,20 @@ def load_test_crops(path, size=128, step=1.0, foreground_fraction=0.1):
     labels = np.asarray(labels, dtype=np.int32).reshape(len(labels), crops.num_classes, size, size)
     return {"images": np.asarray(images, dtype=np.float32).reshape(len(images), 1, size, size),
             "labels": labels, "masks": labels > 0, "class_names": tuple(crops.class_names)}
+
+
+def micranet_maps(model, images):
+    """Grad-CAM maps of the eight layers and the classes predicted present.
+
+    Returns
+    -------
+    maps : ndarray of float32, shape (N, C, 8, S, S)
+    present : ndarray of bool, shape (N, C)
+    """
+    from .gradcam import local_maps, predicted
+
+    maps, logits = local_maps(model, images)
+    return maps, predicted(logits)
 
 
 def micranet_masks(model, images, recipe="actin", **overrides):
@@ -78,7 +97,8 @@ def micranet_masks(model, images, recipe="actin", **overrides):
     recipe : str
         Post-processing recipe of :mod:`micranet_utils.recipes`.
     **overrides
-        Recipe constants (e.g. ``quantile=0.9``); choose them on the validation split.
+        Recipe constants (e.g. ``quantile=0.9``); choose them on the validation
+        split (:func:`choose_quantile`), never on the test split.
 
     Returns
     -------
@@ -86,12 +106,38 @@ def micranet_masks(model, images, recipe="actin", **overrides):
     present : ndarray of bool, shape (N, C)
         Classes the classifier predicts present (the others get empty masks).
     """
-    from .gradcam import local_maps, predicted
     from .recipes import segment
 
-    maps, logits = local_maps(model, images)
-    present = predicted(logits)
+    maps, present = micranet_maps(model, images)
     return segment(maps, present, images, recipe=recipe, **overrides), present
+
+
+def choose_quantile(maps, present, images, truth, quantiles=(0.8, 0.85, 0.9, 0.95), recipe="actin"):
+    """The recipe quantile with the best mean Dice over classes, on *validation* crops.
+
+    Parameters
+    ----------
+    maps, present : from :func:`micranet_maps` on the validation crops
+    images : ndarray, shape (N, 1, S, S)
+    truth : ndarray of bool, shape (N, C, S, S)
+        Pixel truth of the validation crops.
+    quantiles : sequence of float
+    recipe : str
+
+    Returns
+    -------
+    best : float
+    dice : dict of float to ndarray, shape (C,)
+        Validation Dice per class for every quantile tried.
+    """
+    from .recipes import segment
+
+    dice = {}
+    for quantile in quantiles:
+        masks = segment(maps, present, images, recipe=recipe, quantile=float(quantile))
+        dice[float(quantile)] = pixel_scores(masks, truth)["dice"]
+    best = max(dice, key=lambda q: float(np.mean(dice[q])))
+    return best, dice
 
 
 def run_seconds(run_dir):
@@ -270,24 +316,29 @@ def plot_comparison(comparison, metric="dice", class_names=("rings", "fibers"), 
     return ax
 
 
-def write_comparison(comparison, path):
-    """Merge ``{"comparison": comparison}`` into the JSON file `path` (atomically).
-
-    Other keys of an existing file (e.g. ``outputs/summary.json``) are kept.
+def write_comparison(comparison, path, key=None):
+    """Write the comparison dict to the JSON file `path` (atomically).
 
     Parameters
     ----------
     comparison : dict
         method -> entry, e.g. ``{"micranet": {"dice": {"rings": .., "fibers": ..}, ...}, ...}``.
     path : str or Path
+    key : str, optional
+        ``None``: the file holds the comparison itself (``work_dir() / "comparison.json"``,
+        which the tutorial runner copies into ``outputs/summary.json``). A key such as
+        ``"comparison"``: merged under that key into an existing JSON file, whose other
+        keys are kept.
 
     Returns
     -------
     Path
     """
     path = Path(path)
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data["comparison"] = comparison
+    data = comparison
+    if key is not None:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data[key] = comparison
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path

@@ -308,11 +308,13 @@ def test_write_comparison_keeps_other_keys_and_table_lists_methods(tmp_path):
                   "otsu": comparison_entry(scores, None, "none", 0)}
     path = tmp_path / "summary.json"
     path.write_text(json.dumps({"lessons": {"01": "ok"}}))
-    write_comparison(comparison, path)
+    write_comparison(comparison, path, key="comparison")
     data = json.loads(path.read_text())
     assert data["lessons"] == {"01": "ok"}
     assert data["comparison"]["micranet"]["dice"]["rings"] == 0.7123
     assert data["comparison"]["micranet"]["train_seconds"] == 12.3
+    alone = write_comparison(comparison, tmp_path / "comparison.json")
+    assert json.loads(alone.read_text()) == data["comparison"]
     table = format_table(comparison)
     assert "| MICRA-Net | image-level | 100 | 12 | 0.71 | 0.60 |" in table and "| Otsu | none |" in table
     ax = plot_comparison(comparison)

@@ -167,32 +167,38 @@ def read_zoo_group(path, group, name=None):
         return _read_state_dict(path, node), params
 
 
-def cached_zoo(target, fast, read_params, train_and_save):
-    """Reuse the model file `target` or train it, with the lessons' fast/full rule.
+def cached_zoo(models, name, fast, read_params, train_and_save):
+    """Reuse a trained demo model or train it, with the lessons' fast/full rule.
 
-    A model trained in fast mode is reused in fast mode only; a full-mode model
-    is reused in both.
+    Full mode uses ``<models>/<name>.hdf5``; fast mode reuses that file when it
+    exists and otherwise uses ``<models>/<name>-fast.hdf5``, so the two modes
+    never replace each other's file.
 
     Parameters
     ----------
-    target : Path
+    models : Path
+        The models folder.
+    name : str
+        File stem, e.g. ``"demo_unet"``.
     fast : bool
     read_params : callable
-        ``read_params(target) -> trainer_params`` (raises on a bad file).
+        ``read_params(path) -> trainer_params``; raises :class:`ZooError` on a bad file.
     train_and_save : callable
-        ``train_and_save(target)``: trains and writes `target` atomically.
+        ``train_and_save(path)``: trains and writes `path` atomically.
 
     Returns
     -------
     Path
     """
-    if target.is_file():
-        try:
-            params = read_params(target)
-        except ZooError:
-            params = None                      # unreadable cache: train again
-        if params is not None and (fast or not params.get("demo_fast", False)):
-            return target
+    full, quick = models / f"{name}.hdf5", models / f"{name}-fast.hdf5"
+    for path in ((full, quick) if fast else (full,)):
+        if path.is_file():
+            try:
+                read_params(path)
+                return path
+            except ZooError:
+                pass                           # unreadable cache: train again
+    target = quick if fast else full
     train_and_save(target)
     return target
 
@@ -204,4 +210,5 @@ def demo_paths(work_dir, fast, seed):
     from .. import demo, lessons
 
     work = Path(work_dir) if work_dir is not None else lessons.work_dir()
-    return work, demo.ensure_demo(folder=work / "demo", seed=seed, fast=fast, progress=False)
+    folder = demo.demo_folder(work, fast)
+    return work, demo.ensure_demo(folder=folder, seed=seed, fast=fast, progress=False)

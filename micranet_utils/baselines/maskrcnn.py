@@ -338,7 +338,7 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
     ----------
     work_dir : str or Path, optional
     fast : bool, optional
-        Default: the ``MICRANET_FAST`` setting. A fast-mode model is retrained in full mode.
+        Default: the ``MICRANET_FAST`` setting. Fast mode reuses a full-mode model if one exists, else trains its own ``-fast`` file.
     seed : int
     progress : bool
 
@@ -369,5 +369,5 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
         save_maskrcnn(target, model, {**info["params"], "demo_fast": fast,
                                       "hdf5_training_path": str(splits["training"])})
 
-    return common.cached_zoo(work / "models" / "demo_maskrcnn.hdf5", fast,
-                             lambda path: common.read_zoo_group(path, GROUP)[1], train_and_save)
+    return common.cached_zoo(work / "models", "demo_maskrcnn", fast, lambda path: common.read_zoo_group(path, GROUP)[1],
+                             train_and_save)

@@ -271,7 +271,7 @@ __all__ = ["UNet", "ACTIN_MODEL_PARAMS", "GROUP", "train_unet", "predict_unet", 
 
 
 DEMO_SETTINGS = {
-    "full": dict(size=128, epochs=30, batch_size=32, lr=1e-3, augment=0.5),
+    "full": dict(size=128, epochs=15, batch_size=32, lr=1e-3, augment=0.5),
     "fast": dict(size=128, epochs=4, batch_size=32, lr=1e-3, augment=0.5),
 }
 """dict: training of the lessons' demo U-Net, on the same 128-px crops as the demo MICRA-Net.
@@ -289,7 +289,7 @@ def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
     work_dir : str or Path, optional
         Default :func:`micranet_utils.lessons.work_dir`.
     fast : bool, optional
-        Default: the ``MICRANET_FAST`` setting. A fast-mode model is retrained in full mode.
+        Default: the ``MICRANET_FAST`` setting. Fast mode reuses a full-mode model if one exists, else trains its own ``-fast`` file.
     seed : int
     progress : bool
 
@@ -314,5 +314,5 @@ def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
         save_unet(target, model, {**info["params"], "demo_fast": fast,
                                   "hdf5_training_path": str(splits["training"])})
 
-    return common.cached_zoo(work / "models" / "demo_unet.hdf5", fast,
-                             lambda path: load_unet(path)[1], train_and_save)
+    return common.cached_zoo(work / "models", "demo_unet", fast, lambda path: load_unet(path)[1],
+                             train_and_save)
