@@ -42,7 +42,7 @@ from . import checkpoints
 from .errors import DatasetError
 from .training_loop import TrainingError, TrainResult, _Run
 
-__all__ = ["train", "resume", "ensure_demo_model", "TrainResult", "TrainingError", "DEMO_SETTINGS"]
+__all__ = ["train", "resume", "ensure_demo_model", "demo_run_dir", "TrainResult", "TrainingError", "DEMO_SETTINGS"]
 
 DEFAULT_POS_WEIGHT = (3.3, 1.6)
 """tuple of float: the original's pos_weight for Actin (rings, fibers)."""
@@ -228,15 +228,24 @@ laptop (2 CPU cores) trains a good model in minutes; the rest is the recipe.
 """
 
 
-def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True):
+def demo_run_dir(work_dir=None, fast=None, seed=0):
+    """The run folder where :func:`ensure_demo_model` trains (``<work_dir>/runs/demo_micranet_<mode>_seed<seed>``)."""
+    from . import lessons
+
+    work = Path(work_dir) if work_dir is not None else lessons.work_dir()
+    fast = lessons.is_fast() if fast is None else bool(fast)
+    return work / "runs" / f"demo_micranet_{'fast' if fast else 'full'}_seed{seed}"
+
+
+def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True, retrain=False):
     """The lessons' trained demo model: reuse it, finish it, or train it.
 
-    Looks for ``<work_dir>/models/demo_micranet.hdf5``. When it is missing, the
-    demo data are generated if needed (:func:`micranet_utils.demo.ensure_demo`)
-    and the model is trained with :data:`DEMO_SETTINGS` in
-    ``<work_dir>/runs/demo_micranet`` (an interrupted run is resumed); its
-    ``best.hdf5`` is then copied to the models folder. A model trained in fast
-    mode is retrained when full mode asks for it.
+    Looks for ``<work_dir>/models/demo_micranet.hdf5``. When it is missing (or
+    `retrain` is set), the demo data are generated if needed
+    (:func:`micranet_utils.demo.ensure_demo`) and the model is trained with
+    :data:`DEMO_SETTINGS` in :func:`demo_run_dir` (an interrupted run is resumed,
+    a finished one reused); its ``best.hdf5`` is then copied to the models
+    folder. A model trained in fast mode is retrained when full mode asks for it.
 
     Parameters
     ----------
@@ -246,6 +255,8 @@ def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True):
         Default: the ``MICRANET_FAST`` environment variable.
     seed : int
     progress : bool
+    retrain : bool
+        Ignore an existing model file (the run folder is still reused).
 
     Returns
     -------
@@ -253,27 +264,25 @@ def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True):
         The ModelZoo file of the trained demo model.
     """
     from . import demo, lessons
-    from .zoo import load_zoo
+    from .zoo import load_zoo, save_zoo
 
     work = Path(work_dir) if work_dir is not None else lessons.work_dir()
     fast = lessons.is_fast() if fast is None else bool(fast)
     target = work / "models" / "demo_micranet.hdf5"
-    if target.is_file():
+    if target.is_file() and not retrain:
         _, params = load_zoo(target)
         if fast or not params.get("demo_fast", False):
             return target
-    mode = "fast" if fast else "full"
-    run_dir = work / "runs" / f"demo_micranet_{mode}_seed{seed}"
+    run_dir = demo_run_dir(work, fast, seed)
     if (run_dir / "last.hdf5").is_file():
         result = resume(run_dir, progress=progress)
     else:
-        splits = demo.ensure_demo(folder=work / "demo", seed=seed, fast=fast)
+        splits = demo.ensure_demo(folder=work / "demo", seed=seed, fast=fast, progress=progress)
         result = train(splits["training"], run_dir, validation=splits["validation"], seed=seed,
-                       progress=progress, **DEMO_SETTINGS[mode])
+                       progress=progress, **DEMO_SETTINGS["fast" if fast else "full"])
     model, params = load_zoo(result.best)
-    params.update(demo_fast=fast, best_epoch=result.best_epoch, best_valid_loss=result.best_loss)
-    from .zoo import save_zoo
-
+    params.update(demo_fast=fast, best_epoch=result.best_epoch, best_valid_loss=result.best_loss,
+                  run_dir=str(run_dir))
     save_zoo(target, model, params, name=params["model_name"])
     return target
 

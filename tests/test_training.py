@@ -371,3 +371,32 @@ def test_classification_metrics_against_definitions():
         recall = (predicted[:, c] & truth[:, c]).sum() / truth[:, c].sum()
         assert metrics[f"f1_{name}"] == pytest.approx(2 * precision * recall / (precision + recall))
         assert metrics[f"accuracy_{name}"] == pytest.approx((predicted[:, c] == truth[:, c]).mean())
+
+
+# -- the lessons' demo model ----------------------------------------------------------------------
+def test_ensure_demo_model_trains_once_then_reuses(tmp_path, monkeypatch):
+    from micranet_utils import demo
+
+    def tiny_demo(folder, seed=0, fast=None, progress=True):
+        write_tiny_folder(folder)
+        return {"training": folder / "training_tiny.hdf5", "validation": folder / "validation_tiny.hdf5"}
+
+    monkeypatch.setattr(demo, "ensure_demo", tiny_demo)
+    tiny_settings = {k: v for k, v in TINY.items() if k != "progress"}
+    monkeypatch.setattr(training, "DEMO_SETTINGS", {"fast": {**tiny_settings, "epochs": 1}, "full": tiny_settings})
+    path = training.ensure_demo_model(tmp_path, fast=True, progress=False)
+    assert path == tmp_path / "models" / "demo_micranet.hdf5"
+    model, params = load_zoo(path)
+    assert params["demo_fast"] is True and params["epochs"] == 1
+    assert_same_weights(model.state_dict(), weights_of(training.demo_run_dir(tmp_path, True) / "best.hdf5"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("should not train again")
+
+    monkeypatch.setattr(training, "train", no_training)
+    assert training.ensure_demo_model(tmp_path, fast=True, progress=False) == path
+    monkeypatch.undo()
+    monkeypatch.setattr(demo, "ensure_demo", tiny_demo)
+    monkeypatch.setattr(training, "DEMO_SETTINGS", {"fast": tiny_settings, "full": {**tiny_settings, "epochs": 1}})
+    training.ensure_demo_model(tmp_path, fast=False, progress=False)     # full mode replaces a fast model
+    assert load_zoo(path)[1]["demo_fast"] is False
