@@ -144,3 +144,31 @@ def test_prepare_image_auto_rescales_whole_numbers_only():
     scaled = np.array([[[0.0, 0.1], [0.25, 0.2]]], np.float32)
     np.testing.assert_array_equal(prepare_image(scaled), scaled)
     assert prepare_image(scaled, "percentile").max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dataset, folder_name", [("ctc", "cell-tracking-challenge"), ("em", "em"),
+                                                  ("mnist", "mnist"), ("pvivax", "pvivax")])
+def test_published_samples_of_every_dataset(upstream_samples, tmp_path, capsys, dataset, folder_name):
+    from micranet_utils import MICRANet, get_dataset
+
+    info = get_dataset(dataset)
+    model = MICRANet(num_classes=info.num_classes, in_channels=info.in_channels).eval()
+    with torch.no_grad():
+        model.linear1.weight.abs_()
+        model.linear1.bias.fill_(1.0)                   # every class predicted present
+    zoo_path = save_zoo(tmp_path / "model.hdf5", model, {"size": info.crop_size}, name="test")
+    images = tmp_path / "samples"
+    images.mkdir()
+    sample = sorted((upstream_samples / folder_name).glob("*.tif"))[0]
+    pixels = tifffile.imread(sample)
+    crop = pixels[..., 64:192, 64:192]                                  # a real crop, kept small for speed
+    tifffile.imwrite(images / sample.name, crop, photometric="minisblack",
+                     metadata={"axes": "CYX" if crop.ndim == 3 else "YX"})
+    status, err = run(capsys, "--model", zoo_path, "--input", images, "--output", tmp_path / "out",
+                      "--recipe", dataset, "--device", "cpu")
+    assert status == 0, err
+    masks = tifffile.imread(tmp_path / "out" / f"{sample.stem}_masks.tif")
+    expected = info.num_classes // 2 if dataset == "ctc" else info.num_classes
+    assert masks.reshape(-1, *masks.shape[-2:]).shape[0] == expected
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["gradcam"]["normalize"] == (dataset not in ("em", "pvivax"))
