@@ -151,10 +151,9 @@ def overlay(image, masks):
     -------
     ndarray of float32, shape (H, W, 3), values in [0, 1]
     """
-    low, high = np.percentile(image, [1, 99.8], axis=(1, 2), keepdims=True)
-    shown = np.clip((image - low) / np.maximum(high - low, 1e-12), 0, 1)
-    rgb = np.repeat(shown[:1], 3, axis=0) if len(shown) != 3 else shown
-    rgb = np.moveaxis(rgb, 0, -1).astype(np.float32)
+    from .viewer import display_rgb
+
+    rgb = display_rgb(image).astype(np.float32)
     for k, mask in enumerate(masks):
         rgb[mask] = 0.55 * rgb[mask] + 0.45 * COLORS[k % len(COLORS)]
     return rgb

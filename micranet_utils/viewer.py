@@ -39,8 +39,12 @@ def _as_array(array, dtype=np.float32):
     return np.asarray(array, dtype)
 
 
-def _grey(image):
-    """(channels, H, W) -> (H, W, 3) display image in [0, 1], percentile-stretched."""
+def display_rgb(image):
+    """An image ready to show: (channels, H, W) -> (H, W, 3) in [0, 1].
+
+    Each channel is stretched between its 1st and 99.8th percentiles; one
+    channel (or the first of 2, 4, ...) is shown grey, three as RGB.
+    """
     low, high = np.percentile(image, [1, 99.8], axis=(1, 2), keepdims=True)
     shown = np.clip((image - low) / np.maximum(high - low, 1e-12), 0, 1)
     rgb = shown if len(shown) == 3 else np.repeat(shown[:1], 3, axis=0)
@@ -112,7 +116,7 @@ def render(images, maps, index=0, class_index=0, layer=COMBINED, quantile=0.8, s
     shown = smooth if layer == COMBINED else maps[index, class_index, LAYERS.index(layer)]
     low, high = np.min(shown), np.max(shown)
     coloured = colormaps["magma"]((shown - low) / (high - low if high > low else 1.0))[..., :3]
-    grey = _grey(images[index])
+    grey = display_rgb(images[index])
     overlay = grey.copy()
     overlay[mask] = 0.5 * overlay[mask] + 0.5 * MASK_COLOR
     if truth is not None:
