@@ -13,7 +13,8 @@
 # 2. Check the folder: the report names the broken file, and nothing is written.
 # 3. Fix it, and write the training, validation and testing files (`make-dataset`).
 # 4. Look at what was written: normalised intensities, foreground, crops and their labels.
-# 5. Fine-tune a trained MICRA-Net on these files (weights restored, convolutions frozen).
+# 5. Fine-tune a trained MICRA-Net on these files: adapt its normalisation statistics to
+#    your images, then train its last layer (convolutions frozen).
 # 6. Predict on new images with the Actin recipe, and compare with the truth.
 # 7. A checklist for adapting all this to your data.
 
@@ -255,16 +256,8 @@ for split in ("training", "validation", "testing"):
 # ## 5. Fine-tune a trained model
 #
 # Training from scratch needs many images and hours. When your structures resemble those
-# a model already knows, start from it: **restore** its weights and **freeze** the
-# convolutions, so that only the last linear layer (514 numbers for two classes) and the
-# batch-normalisation statistics adapt to your images. Here the start model is the demo
-# model of lesson 03 (`DATASET = "actin"`: the published Actin model, after
-# `micranet download models`). The lab images look different to it: the per-image
-# normalisation stretches them more than the demo images were.
-#
-# With classes that differ from the start model's, the same call works: every layer but
-# `linear1` is restored. Unfreeze more (`freeze=["1a", "1b", "2a", "2b"]`) when your images
-# differ more, and give it more images and epochs.
+# a model already knows, start from it. Here the start model is the demo model of lesson 03
+# (`DATASET = "actin"`: the published Actin model, after `micranet download models`).
 
 # %%
 if DATASET == "actin":
@@ -276,10 +269,68 @@ else:
 start_model, start_params = mu.load_zoo(START)
 print(f"start model: {START.name}, trained on crops of {start_params['size']}")
 
+# %% [markdown]
+# ### 5a. Adapt the normalisation statistics to your images
+#
+# Each convolution of MICRA-Net is followed by *batch normalisation*, which subtracts a
+# mean and divides by a standard deviation per feature channel. During training these come
+# from each batch; for prediction the layer uses running averages stored in the model,
+# measured on the images it was trained on. Your images have other statistics (here: the
+# per-image percentile normalisation stretches them more than the demo images were), so
+# the stored averages no longer fit. Re-measuring them on your training crops, with no
+# weight changed, is a cheap first adaptation (known as *AdaBN*).
+
+# %%
+def adapt_batchnorm(model, crops_file, size, batch_size=32):
+    """Re-estimate every BatchNorm running mean and variance on all crops of a file (in place)."""
+    crops = CropDataset(crops_file, size=size)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None                      # None: a plain average over all batches
+    model.train()
+    with torch.no_grad():
+        for first in range(0, len(crops), batch_size):
+            batch = [crops[i][0] for i in range(first, min(first + batch_size, len(crops)))]
+            model(torch.stack(batch).to(next(model.parameters()).device))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    return model.eval()
+
+
+adapted_model, _ = mu.load_zoo(START)
+adapt_batchnorm(adapted_model, OUT / "training_inhouse.hdf5", CROP)
+ADAPTED = HERE / "adapted.hdf5"
+mu.save_zoo(ADAPTED, adapted_model, start_params)
+
+# the first layer's stored variance now matches what it really sees on the lab crops
+crops = CropDataset(OUT / "training_inhouse.hdf5", size=CROP)
+sample = torch.stack([crops[i][0] for i in range(min(len(crops), 64))])
+with torch.no_grad():
+    seen = adapted_model.conv1a(sample).var(dim=(0, 2, 3))
+for title, zoo_model in (("start model", start_model), ("adapted", adapted_model)):
+    ratio = (zoo_model.bnorm1a.running_var / seen).median().item()
+    print(f"{title:>12}: stored / measured variance of layer 1a = {ratio:.2f}")
+np.testing.assert_allclose(adapted_model.bnorm1a.running_var, seen, rtol=0.25)
+
+# %% [markdown]
+# A ratio of 1 means the stored statistics fit the images. A ratio far from 1 means every
+# layer's output is scaled wrongly at prediction time, and the classifier's decisions are
+# shifted accordingly (compare the image-level calls in section 6).
+#
+# ### 5b. Fine-tune the last layer
+#
+# Now **restore** the adapted weights and **freeze** the convolutions, so that only the
+# last linear layer (514 numbers for two classes) learns from your image-level labels. With
+# classes that differ from the start model's, the same call works: every layer but `linear1`
+# is restored. Unfreeze more (`freeze=["3a", "3b"]`, or nothing) when your images differ
+# more, and give it more images and epochs.
+
 # %%
 RUN = HERE / "finetune"
 shutil.rmtree(RUN, ignore_errors=True)
-result = train(OUT, RUN, restore_from=START, freeze="all-conv", size=CROP, batch_size=16,
+result = train(OUT, RUN, restore_from=ADAPTED, freeze="all-conv", size=CROP, batch_size=16,
                epochs=EPOCHS, lr=1e-3, lr_patience=2, pos_weight="balanced", seed=0,
                device=device, progress=False)
 for row in result.history:
@@ -287,7 +338,7 @@ for row in result.history:
 model, params = mu.load_zoo(result.best)
 
 # %% [markdown]
-# The training loss is the class-weighted binary cross-entropy of the crops
+# The losses are the class-weighted binary cross-entropy of the crops
 # (`pos_weight="balanced"` weighs each class by its negatives / positives in the training
 # crops). Freezing really kept the convolutions: their weights are those of the start
 # model, bit for bit, while the last layer moved.
@@ -303,49 +354,47 @@ print(f"{len(conv_names)} convolution tensors unchanged; best epoch {result.best
 # %% [markdown]
 # ## 6. Predict on new images
 #
-# Masks are made exactly as for the published Actin model: the Grad-CAM maps of the eight
-# layers (`gradcam.local_maps`), the classes the classifier calls present
-# (`gradcam.predicted`), then the **Actin recipe** (`recipes.segment`: first principal
-# component of the maps, smoothed, top 20 % of the dendrite). New images from the same lab
-# are normalised with the *same* rule as the training files.
+# New images from the same lab are normalised with the *same* rule as the training files.
+# First the image-level calls of the three models (start, adapted, fine-tuned); then masks
+# exactly as for the published Actin model: the Grad-CAM maps of the eight layers
+# (`gradcam.local_maps`), the classes called present (`gradcam.predicted`), and the
+# **Actin recipe** (`recipes.segment`: first principal component of the maps, smoothed,
+# top 20 % of the image).
 
 # %%
 new_truth = make_lab_folder(HERE / "new_images", 4 if FAST else 8, seed=99)
 names = sorted(new_truth)
 images = np.stack([normalize_intensity(read_image(HERE / "new_images" / n)) for n in names])
-
-
-def masks_and_calls(zoo_model):
-    maps, logits = gradcam.local_maps(zoo_model, images)
-    calls = gradcam.predicted(logits)
-    return recipes.segment(maps, calls, images, recipe="actin"), calls
-
-
-def dice_where_present(masks):
-    """Mean Dice per class over the images that truly contain the class."""
-    return [float(np.mean([metrics.dice(masks[b, c], new_truth[n][c] > 0)
-                           for b, n in enumerate(names) if new_truth[n][c].any()])) for c in range(2)]
-
-
 true_calls = np.array([[new_truth[n][c].any() for c in range(2)] for n in names])
-results = {}
-for title, zoo_model in (("start model", start_model), ("fine-tuned", model)):
-    masks, calls = masks_and_calls(zoo_model)
-    results[title] = masks, calls
-    accuracy = float((calls == true_calls).mean())
-    rings, fibers = dice_where_present(masks)
-    print(f"{title:>12}: image-level accuracy {accuracy:.2f}; Dice rings {rings:.2f}, fibers {fibers:.2f}")
-masks, calls = results["fine-tuned"]
+
+
+def calls_of(zoo_model):
+    with torch.no_grad():
+        logits = zoo_model.eval()(torch.from_numpy(images).to(next(zoo_model.parameters()).device))
+    return gradcam.predicted(logits.cpu().numpy())
+
+
+for title, zoo_model in (("start model", start_model), ("adapted", adapted_model), ("fine-tuned", model)):
+    accuracy = float((calls_of(zoo_model) == true_calls).mean())
+    print(f"{title:>12}: image-level accuracy {accuracy:.2f}")
+
+maps, logits = gradcam.local_maps(model, images)
+calls = gradcam.predicted(logits)
+masks = recipes.segment(maps, calls, images, recipe="actin")
+for c, name in enumerate(("rings", "fibers")):
+    scores = [metrics.dice(masks[b, c], new_truth[n][c] > 0) for b, n in enumerate(names) if new_truth[n][c].any()]
+    print(f"fine-tuned, {name}: mean Dice {np.mean(scores):.2f} over the {len(scores)} images that contain {name}")
 
 # %% [markdown]
-# *Image-level accuracy* is the fraction of (image, class) decisions that match the truth;
-# *Dice* compares a class's mask with its true pixels, on the images that contain the class
-# (an image the classifier calls negative gets an empty mask, Dice 0). In fast mode the
-# start model was itself trained for a few minutes only and fine-tuned for two epochs, so
-# expect numbers near chance; the full lesson (`FAST = False`) trains both properly.
+# *Image-level accuracy* is the fraction of (image, class) decisions that match the truth
+# (0.5 is what always saying "absent" scores here). *Dice* compares a class's mask with its
+# true pixels, on the images that contain the class; an image the classifier calls negative
+# gets an empty mask and Dice 0. In fast mode the start model was itself trained for a few
+# minutes only and fine-tuned for two epochs, so expect modest numbers; the full lesson
+# (`FAST = False`) trains both for longer.
 #
 # Whatever the model, the recipe's rules hold: a class called absent has an empty mask, and
-# a class called present is marked on the top 20 % of its smoothed map, within the image.
+# a class called present is marked on at most the top 20 % of its smoothed map.
 
 # %%
 assert masks.shape == (len(names), 2, SIZE, SIZE)
@@ -419,8 +468,8 @@ plt.show()
 # - Image-level labels become training files in the published layout: per-image
 #   normalisation to [0, 1], a foreground, and class channels from the image labels.
 # - Images, not crops, are split into training, validation and testing.
-# - Fine-tuning restores a trained model and freezes its convolutions; the Actin recipe
-#   turns its Grad-CAM maps into masks on new images.
+# - Fine-tuning re-measures a trained model's batch-norm statistics on your images, restores
+#   it and trains its last layer; the Actin recipe turns its Grad-CAM maps into masks.
 #
 # ## Try this on your data
 # 1. Put your TIFFs in one folder and write `labels.csv` (`filename,class1,class2,...`).
