@@ -218,13 +218,17 @@ def _freeze_list(freeze):
 
 # -- the demo model the lessons share ---------------------------------------------------------
 DEMO_SETTINGS = {
-    "full": dict(size=128, batch_size=32, epochs=12, lr=1e-3, lr_patience=3, augment=0.5),
-    "fast": dict(size=128, batch_size=32, epochs=6, lr=1e-3, lr_patience=3, augment=0.5),
+    "full": dict(size=64, batch_size=32, epochs=12, lr=1e-3, lr_patience=2, augment=0.5),
+    "fast": dict(size=64, batch_size=32, epochs=10, lr=1e-3, lr_patience=2, augment=0.5),
 }
 """dict: the training settings of the lessons' demo model, in full and fast mode.
 
-Smaller crops (128 px) and fewer epochs than the published recipe, so that a
-laptop (2 CPU cores) trains a good model in minutes; the rest is the recipe.
+The recipe with smaller crops (64 px: more, cheaper optimizer steps per epoch),
+few epochs and a shorter plateau patience (2), so that a laptop with 2 CPU
+cores trains a good model in minutes. Measured on the demo data (full mode,
+seed 0): the validation loss is noisy while the learning rate is 1e-3 (batch
+statistics still move), and settles after the first reduction, with F1 about
+0.9 for both classes.
 """
 
 
@@ -345,8 +349,10 @@ def cli_run(args):
         recipe = {key: value for key, value in recipe.items() if value is not None}
         if args.pos_weight:
             word = args.pos_weight[0].lower()
-            recipe["pos_weight"] = {"balanced": "balanced", "none": None}.get(word, args.pos_weight) \
-                if len(args.pos_weight) == 1 and word in ("balanced", "none") else _floats(args.pos_weight)
+            if len(args.pos_weight) == 1 and word in ("balanced", "none"):
+                recipe["pos_weight"] = None if word == "none" else "balanced"
+            else:
+                recipe["pos_weight"] = _floats(args.pos_weight)
         result = train(args.data, args.output, validation=args.validation, restore_from=args.restore_from,
                        freeze=args.freeze, device=args.device,
                        amp={"auto": "auto", "on": True, "off": False}[args.amp],

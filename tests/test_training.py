@@ -132,6 +132,7 @@ def run_child(*args, env=None, check=True):
                           capture_output=True, text=True, env=env, timeout=240, check=check)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tiny, tmp_path):
     settings = {**TINY, "epochs": 3}
     reference = training.train(tiny, tmp_path / "reference", **settings)
@@ -172,6 +173,7 @@ def test_resume_of_a_finished_run_changes_nothing_and_can_extend(tiny, tmp_path)
 
 
 # -- scale-out ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_gloo_ranks_finish_with_identical_weights_and_one_checkpoint(tiny, tmp_path):
     dump = tmp_path / "dump"
     dump.mkdir()
@@ -254,10 +256,20 @@ def test_fewer_crops_than_one_batch(tiny, tmp_path):
         training.train(tiny, tmp_path / "run", **{**TINY, "batch_size": 64})
 
 
-def test_an_existing_run_is_not_overwritten(tiny, tmp_path):
+def test_an_existing_run_is_not_overwritten_and_the_cli_resumes_it(tiny, tmp_path, capsys):
     training.train(tiny, tmp_path / "run", **{**TINY, "dry_run": True})
     with pytest.raises(training.TrainingError, match="--resume"):
         training.train(tiny, tmp_path / "run", **TINY)
+    assert cli_main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
+    assert "best model:" in capsys.readouterr().out
+    assert len(checkpoints.read_history(tmp_path / "run" / "history.csv")) == 2
+
+
+def test_cli_reports_bad_input_in_one_line(tiny, tmp_path, capsys):
+    assert cli_main(["train", "--data", str(tiny), "--output", str(tmp_path / "run"), "--size", "32",
+                     "--batch-size", "8", "--pos-weight", "1", "2", "3", "--no-progress"]) == 2
+    assert "pos_weight has 3 values but the data have 2 classes" in capsys.readouterr().err
+    assert cli_main(["train", "--data", str(tiny), "--output", str(tmp_path / "run"), "--pos-weight", "x"]) == 2
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
