@@ -34,6 +34,12 @@ overlapping square tiles; the maps of the tiles are averaged where they
 overlap, and a class is present in the image when any tile finds it (the
 largest logit is kept). The recipe then runs once on the stitched maps.
 
+Published zoos with several groups: EM uses ``MICRANet-1:5`` and P. vivax
+``MICRANet-finetuned`` when ``--group`` is not given. P. vivax's group holds
+one model per fold; ``--name MODEL/FOLD`` picks one. (The original averaged
+the folds' combined maps: in Python, average :func:`micranet_utils.recipes.score_maps`
+over the folds, then call :func:`micranet_utils.recipes.threshold_scores`.)
+
 A file that cannot be analysed (empty, not an image, NaN pixels, wrong number
 of channels, too small) is named on stderr with the reason and skipped; the
 others are processed and the exit status is 1.
@@ -235,6 +241,8 @@ def _write_csv(out, records, class_names, names):
 
 
 def _load_model(options):
+    from .datasets import DATASETS
+    from .errors import ZooError
     from .lessons import pick_device
     from .zoo import load_zoo
 
@@ -242,7 +250,15 @@ def _load_model(options):
         device = pick_device(options["device"])
     except ValueError as err:
         raise MicranetError(str(err)) from None
-    model, params = load_zoo(options["model"], name=options["name"], group=options["group"], device=device)
+    try:
+        model, params = load_zoo(options["model"], name=options["name"], group=options["group"], device=device)
+    except ZooError:
+        # Published zoos with several groups (EM, P. vivax): try the group the data set uses.
+        info = DATASETS.get(options["recipe"])
+        if options["group"] is not None or info is None or info.zoo_group == "MICRANet":
+            raise
+        model, params = load_zoo(options["model"], name=options["name"], group=info.zoo_group, device=device)
+        options["group"] = info.zoo_group
     options["device"] = str(device)
     return model, params
 
