@@ -371,3 +371,12 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
 
     return common.cached_zoo(work / "models", "demo_maskrcnn", fast, lambda path: common.read_zoo_group(path, GROUP)[1],
                              train_and_save)
+
+
+def backbone_forward(model, batch):
+    """Run a Mask R-CNN's normalisation and backbone (where its BatchNorms are) on a batch.
+
+    For :func:`~micranet_utils.baselines.common.recalibrate_batchnorm`.
+    """
+    images, _ = model.transform(list(batch))
+    return model.backbone(images.tensors)
