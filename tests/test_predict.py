@@ -156,7 +156,10 @@ def test_published_samples_of_every_dataset(upstream_samples, tmp_path, capsys, 
     with torch.no_grad():
         model.linear1.weight.abs_()
         model.linear1.bias.fill_(1.0)                   # every class predicted present
-    zoo_path = save_zoo(tmp_path / "model.hdf5", model, {"size": info.crop_size}, name="test")
+    zoo_path = save_zoo(tmp_path / "model.hdf5", model, {"size": info.crop_size}, name="test",
+                        group=info.zoo_group)
+    if info.zoo_group != "MICRANet":       # several groups, as in the published EM and P. vivax zoos
+        save_zoo(zoo_path, model, {"size": info.crop_size}, name="test", group="MICRANet-other")
     images = tmp_path / "samples"
     images.mkdir()
     sample = sorted((upstream_samples / folder_name).glob("*.tif"))[0]
