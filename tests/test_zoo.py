@@ -170,3 +170,13 @@ def test_nan_weights_refused(tmp_path, random_model):
     path = write_published_layout(tmp_path / "nan.hdf5", state)
     with pytest.raises(ZooError, match="NaN"):
         load_zoo(path)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path, random_model):
+    import os
+    import stat
+
+    path = save_zoo(tmp_path / "zoo.hdf5", random_model, {"size": 256})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
