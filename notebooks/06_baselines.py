@@ -62,8 +62,8 @@ print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 # U-Net (16 filters, depth 4, sigmoid outputs, mean-squared error against the masks) and
 # torchvision's Mask R-CNN trained from scratch (no ImageNet weights). To train in minutes on a
 # laptop CPU, the Mask R-CNN here is a *small* one (ResNet-18 trunk, narrow feature pyramid),
-# and every model sees the same 128-px crops of the demo training set for a few epochs rather
-# than 256-px crops for hundreds. Training times below are measured on this machine.
+# and every model sees the same small crops of the demo training set (those of the demo
+# MICRA-Net) for a few epochs rather than 256-px crops for hundreds. Training times below are measured on this machine.
 #
 # **Otsu** is the floor: it finds bright pixels, but rings and fibers are made of the same
 # bright lines, so it gives one mask for both classes.
@@ -79,8 +79,10 @@ print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 if DATASET == "demo":
     from micranet_utils.demo import demo_folder, ensure_demo
 
+    from micranet_utils.training import DEMO_SETTINGS
+
     files = ensure_demo(folder=demo_folder(WORK, FAST), fast=FAST)
-    CROP = 128
+    CROP = DEMO_SETTINGS["fast" if FAST else "full"]["size"]     # the crops the demo MICRA-Net learns from
 else:
     from micranet_utils.data import find_split_files
     from micranet_utils.download import NOTE, fetch_published
@@ -127,8 +129,9 @@ print(f"models ready in {time.perf_counter() - start:.0f} s")
 # which keeps running averages of each feature's mean and variance (starting from 0 and 1) for
 # use at test time. The demo crops, like the published STED crops, are dark (mean intensity
 # about 0.02), so the first layers' true variance is around 1e-4; after only a few dozen
-# training steps the running variance still remembers its starting value of 1, and a model
-# that is right in training mode is wrong in evaluation mode. One pass over the *training*
+# training steps (fast mode, or large crops and few epochs) the running variance still
+# remembers its starting value of 1, and a model that is right in training mode is wrong in
+# evaluation mode. One pass over the *training*
 # crops, averaging their exact statistics, fixes the estimate without touching a weight
 # (`recalibrate_batchnorm`). We do it for the three trained models alike; the published
 # models, trained for hundreds of epochs, do not need it.
@@ -150,8 +153,10 @@ if DATASET == "demo":
 seconds = {"micranet": None, "unet": unet_params.get("train_seconds"),
            "maskrcnn": maskrcnn_params.get("train_seconds"), "otsu": 0.0}
 if DATASET == "demo":
-    seconds["micranet"] = micranet_params.get("train_seconds") or cmp.run_seconds(
-        WORK / "runs" / f"demo_micranet_{'fast' if FAST else 'full'}_seed0")
+    from micranet_utils.training import demo_run_dir
+
+    run_dir = micranet_params.get("run_dir") or demo_run_dir(fast=micranet_params.get("demo_fast", FAST))
+    seconds["micranet"] = micranet_params.get("train_seconds") or cmp.run_seconds(run_dir)
 for name, model in (("MICRA-Net", micranet_model), ("U-Net", unet_model), ("Mask R-CNN", maskrcnn_model)):
     print(f"{name:>10}: {sum(p.numel() for p in model.parameters()):>10,} parameters")
 print("training seconds:", {k: None if v is None else round(v) for k, v in seconds.items()})

@@ -261,3 +261,11 @@ def recalibrate_batchnorm(model, images, batch_size=16, forward=None):
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
     return model.eval()
+
+
+def demo_settings(table, fast):
+    """A baseline's demo training settings, with the crop size of the demo MICRA-Net."""
+    from ..training import DEMO_SETTINGS
+
+    mode = "fast" if fast else "full"
+    return {"size": int(DEMO_SETTINGS[mode]["size"]), **table[mode]}

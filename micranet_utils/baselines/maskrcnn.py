@@ -320,15 +320,21 @@ def load_maskrcnn(path, name=None, group=GROUP, device="cpu"):
 
 
 DEMO_SETTINGS = {
-    "full": dict(size=128, epochs=8, batch_size=4, lr=1e-3, augment=0.5, max_crops=None),
-    "fast": dict(size=128, epochs=1, batch_size=4, lr=1e-3, augment=0.5, max_crops=16),
+    "full": dict(epochs=5, batch_size=4, lr=1e-3, augment=0.5, max_crops=None),
+    "fast": dict(epochs=1, batch_size=4, lr=1e-3, augment=0.5, max_crops=32),
 }
-"""dict: training of the lessons' demo Mask R-CNN (:data:`SMALL` configuration, 128-px crops).
+"""dict: training of the lessons' demo Mask R-CNN (:data:`SMALL` configuration), on the
+demo MICRA-Net's crop size.
 
-Fast mode only checks that the whole path runs (16 crops, one epoch): its
+Fast mode only checks that the whole path runs (32 crops, one epoch): its
 Mask R-CNN has not learned anything yet. The learning rate is 1e-3 (original
 1e-4 over 700 epochs).
 """
+
+
+def _spread(length, count):
+    """At most `count` indices evenly spread over ``range(length)``."""
+    return sorted(set(np.linspace(0, length - 1, min(length, count)).round().astype(int).tolist()))
 
 
 def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
@@ -354,15 +360,15 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
 
     fast = lessons.is_fast() if fast is None else bool(fast)
     work, splits = common.demo_paths(work_dir, fast, seed)
-    settings = DEMO_SETTINGS["fast" if fast else "full"]
+    settings = common.demo_settings(DEMO_SETTINGS, fast)
 
     def train_and_save(target):
         size = settings["size"]
         train = InstanceCrops(CropDataset(splits["training"], size=size), augment=settings["augment"], seed=seed)
         valid = InstanceCrops(CropDataset(splits["validation"], size=size))
         if settings["max_crops"]:
-            train = Subset(train, range(min(len(train), settings["max_crops"])))
-            valid = Subset(valid, range(min(len(valid), settings["max_crops"] // 2)))
+            train = Subset(train, _spread(len(train), settings["max_crops"]))
+            valid = Subset(valid, _spread(len(valid), settings["max_crops"] // 2))
         config = {**SMALL, "min_size": size, "max_size": size}
         model, info = train_maskrcnn(train, valid, epochs=settings["epochs"], batch_size=settings["batch_size"],
                                      lr=settings["lr"], seed=seed, config=config, progress=progress)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import ZooError
 from ..zoo import save_zoo
 from . import common
+from .common import demo_settings
 
 GROUP = "UNet"
 """str: HDF5 group of the U-Net weights in a model zoo (as in ``ActinModelZoo.hdf5``)."""
@@ -271,13 +272,15 @@ __all__ = ["UNet", "ACTIN_MODEL_PARAMS", "GROUP", "train_unet", "predict_unet", 
 
 
 DEMO_SETTINGS = {
-    "full": dict(size=128, epochs=15, batch_size=32, lr=1e-3, augment=0.5),
-    "fast": dict(size=128, epochs=4, batch_size=32, lr=1e-3, augment=0.5),
+    "full": dict(epochs=12, batch_size=32, lr=1e-3, augment=0.5),
+    "fast": dict(epochs=3, batch_size=32, lr=1e-3, augment=0.5),
 }
-"""dict: training of the lessons' demo U-Net, on the same 128-px crops as the demo MICRA-Net.
+"""dict: training of the lessons' demo U-Net, on the same crops as the demo MICRA-Net.
 
-The learning rate is 1e-3 rather than the original's 1e-4: with tens of epochs
-instead of 700, 1e-4 leaves the U-Net under-trained, which would flatter MICRA-Net.
+The crop size is the demo MICRA-Net's (:data:`micranet_utils.training.DEMO_SETTINGS`) and
+so is the number of epochs in full mode. The learning rate is 1e-3 rather than the
+original's 1e-4: with a dozen epochs instead of 700, 1e-4 leaves the U-Net
+under-trained, which would flatter MICRA-Net.
 """
 
 
@@ -303,7 +306,7 @@ def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
 
     fast = lessons.is_fast() if fast is None else bool(fast)
     work, splits = common.demo_paths(work_dir, fast, seed)
-    settings = DEMO_SETTINGS["fast" if fast else "full"]
+    settings = demo_settings(DEMO_SETTINGS, fast)
 
     def train_and_save(target):
         crops = dict(size=settings["size"], return_masks=True)
