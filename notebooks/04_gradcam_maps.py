@@ -180,7 +180,7 @@ for c, name in enumerate(class_names):
     axes[c, 0].set_title(f"{name}: p={probabilities[c]:.2f}\n(truth)", fontsize=9)
     for layer, layer_name in enumerate(LAYERS):
         axes[c, layer + 1].imshow(maps[0, c, layer], cmap="inferno", vmin=0, vmax=1)
-        axes[c, layer + 1].set_title(f"{layer_name}" + (" (×1)" if c == 0 and layer < 2 else ""), fontsize=9)
+        axes[c, layer + 1].set_title(layer_name, fontsize=9)
 for ax in axes.flat:
     ax.axis("off")
 plt.suptitle("Grad-CAM of every layer: rings (top), fibers (bottom)")
@@ -422,7 +422,7 @@ assert library_difference < 1e-5
 # %% [markdown]
 # ## 7. Explore: a layer / class slider
 #
-# In JupyterLab, move the sliders to compare any layer and class on any of the evaluated crops.
+# In JupyterLab, move the sliders to compare any layer and class on any of the test crops.
 # (On a static page, such as GitHub or the CI run, the widget does not show; the figure after
 # it shows the same view for the example crop.)
 
@@ -448,7 +448,7 @@ try:
 
     slider = widgets.interactive(
         show_map,
-        crop=widgets.IntSlider(min=0, max=len(test_images) - 1, value=0, description="crop"),
+        crop=widgets.IntSlider(min=0, max=len(test_images) - 1, value=example, description="crop"),
         layer=widgets.SelectionSlider(options=list(LAYERS), value="4b", description="layer"),
         class_name=widgets.ToggleButtons(options=list(class_names), description="class"),
         ax=widgets.fixed(None))
@@ -460,8 +460,8 @@ except ImportError:
 fig, axes = plt.subplots(2, 4, figsize=(13, 6.6))
 for row, class_name in enumerate(class_names):
     for col, layer in enumerate(("1a", "2b", "3b", "4b")):
-        show_map(0, layer, class_name, ax=axes[row, col])
-plt.suptitle("Crop 0 of the evaluation set: map (colour) and true outline (cyan)")
+        show_map(example, layer, class_name, ax=axes[row, col])
+plt.suptitle(f"Test crop {example}: map (colour) and true outline (cyan)")
 plt.tight_layout()
 plt.show()
 assert len(fig.axes) == 8 and all(ax.images for ax in fig.axes)
