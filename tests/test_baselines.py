@@ -340,3 +340,18 @@ def test_recalibrate_batchnorm_gives_exact_statistics_of_the_images():
     torch.testing.assert_close(model[1].running_mean, mean, atol=1e-7, rtol=1e-4)
     torch.testing.assert_close(model[1].running_var, var, atol=1e-9, rtol=1e-3)
     assert not model.training and model[1].momentum == 0.1
+
+
+def test_choose_recipe_picks_the_quantile_matching_the_truth_fraction():
+    from micranet_utils.comparison import choose_recipe
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((4, 2, 32, 32), bool)
+    truth[:, :, :, :13] = True                                   # 40 % of each crop
+    layers = truth[:, :, None].astype(np.float32) + 0.05 * rng.random((4, 2, 8, 32, 32), dtype=np.float32)
+    images = rng.random((4, 1, 32, 32), dtype=np.float32)
+    best, dice = choose_recipe(layers, np.ones((4, 2), bool), images, truth, quantiles=(0.4, 0.6, 0.8),
+                               sigmas=(1.0,))
+    assert best == {"quantile": 0.6, "sigma": 1.0}
+    assert set(dice) == {(0.4, 1.0), (0.6, 1.0), (0.8, 1.0)}
+    assert np.mean(dice[0.6, 1.0]) > np.mean(dice[0.8, 1.0])
