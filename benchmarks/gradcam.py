@@ -112,11 +112,13 @@ def captum_maps(model, images, num_classes):
 def timed_round_robin(variants, repeats):
     """Median time of each variant; repeats are interleaved so that machine load hits all alike."""
     times = {name: [] for name in variants}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for name, function in variants.items():
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
+        print(f"round {repeat + 1}/{repeats}: " + ", ".join(f"{t[-1]:.2f}" for t in times.values()),
+              flush=True)
     return {name: (statistics.median(runs), runs) for name, runs in times.items()}
 
 
@@ -144,6 +146,7 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-captum", action="store_true", help="skip Captum even if installed")
     parser.add_argument("--memory", type=int, metavar="N",
                         help="only measure the peak memory of local_maps on N images and exit")
@@ -155,6 +158,8 @@ def main(argv=None):
               f"{peak:.2f} GiB (process before: {base:.2f} GiB; the returned maps alone: {output:.2f} GiB)")
         return 0
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = MICRANet(num_classes=args.classes).eval().to(device)
