@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..batchnorm import recalibrate_batchnorm  # noqa: F401  (re-exported for the baselines)
 from ..errors import ZooError
 from ..zoo import _open, _parse_params, _pick, _read_state_dict
 
@@ -212,55 +213,6 @@ def demo_paths(work_dir, fast, seed):
     work = Path(work_dir) if work_dir is not None else lessons.work_dir()
     folder = demo.demo_folder(work, fast)
     return work, demo.ensure_demo(folder=folder, seed=seed, fast=fast, progress=False)
-
-
-def recalibrate_batchnorm(model, images, batch_size=16, forward=None):
-    """Re-estimate every BatchNorm's running mean and variance from `images` (no labels).
-
-    BatchNorm layers keep exponential averages (momentum 0.1) of the batch
-    statistics, starting from mean 0 and variance 1. On dark images (the demo
-    and the published STED crops average 0.01 to 0.03) the true variance of the
-    first layers is 1e-4 to 1e-3, and after a few dozen optimizer steps the
-    running variance still remembers its starting value: the model that scores
-    well in train mode is wrong in eval mode. One pass over training crops with
-    a cumulative average (``momentum=None``) replaces the estimate by the exact
-    mean over those crops ("precise BatchNorm"); no weight changes.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    images : ndarray or Tensor, shape (N, C, H, W)
-        Training crops (never test crops).
-    batch_size : int
-    forward : callable, optional
-        ``forward(model, batch)`` running the layers that hold the BatchNorms
-        (default ``model(batch)``; for Mask R-CNN, its backbone).
-
-    Returns
-    -------
-    model
-        The same model, in eval mode.
-    """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model.eval()
-    momenta = [m.momentum for m in norms]
-    device = next(model.parameters()).device
-    images = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                batch = images[start:start + batch_size].to(device)
-                (forward or (lambda m, x: m(x)))(model, batch)
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-    return model.eval()
 
 
 def demo_settings(table, fast):
