@@ -53,7 +53,7 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
           pos_weight=DEFAULT_POS_WEIGHT, lr_factor=0.1, lr_patience=10, lr_threshold=0.01,
           min_lr=1e-5, seed=42, device="auto", amp="auto", deterministic=False, num_workers=None,
           restore_from=None, freeze=(), checkpoint_every=0, max_batches=None, dry_run=False,
-          progress=True, callback=None):
+          bn_recalibration_crops=256, progress=True, callback=None):
     """Train MICRA-Net on a published-layout data set with the original recipe.
 
     Parameters
@@ -104,6 +104,12 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
     dry_run : bool
         One epoch of two training and two validation batches, no workers: checks
         the whole path in seconds.
+    bn_recalibration_crops : int
+        Before each validation, the BatchNorm running statistics are re-estimated
+        exactly from this many training crops (evenly spread, no augmentation; see
+        :mod:`micranet_utils.batchnorm`), so that the validated and saved model
+        uses the statistics of the data it was trained on. 0 keeps the original's
+        exponential averages, which need many epochs on dark microscopy images.
     progress : bool
         Show tqdm progress bars (loss and learning rate).
     callback : callable, optional
@@ -153,6 +159,7 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
                       "threshold": float(lr_threshold), "threshold_mode": "rel", "min_lr": float(min_lr)},
         "device": str(device), "amp": amp, "deterministic": bool(deterministic),
         "checkpoint_every": int(checkpoint_every), "max_batches": max_batches,
+        "bn_recalibration_crops": int(bn_recalibration_crops),
     }
     return _Run(params, run_dir, None, progress, callback).fit()
 

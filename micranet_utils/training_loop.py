@@ -25,6 +25,7 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader
 
 from . import checkpoints
+from .batchnorm import recalibrate_batchnorm
 from .batching import BatchList, augment_batch, batch_plan, mix_seed
 from .errors import DatasetError, MicranetError
 from .network import LAYERS, MICRANet
@@ -312,6 +313,7 @@ class _Run:
                 for buffer in self.model.buffers():
                     dist.broadcast(buffer, 0)
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": sums["loss"] / max(sums["batches"], 1)}
+            self._recalibrate_batchnorm()
             row.update(self._validate())
             row["seconds"] = round(time.time() - started, 3)
             self.scheduler.step(row["valid_loss"])
@@ -374,6 +376,20 @@ class _Run:
                 self._save_last(epoch, index + 1, {**sums, "seconds": time.time() - started})
         bar.close()
         return sums
+
+    def _recalibrate_batchnorm(self):
+        """Exact BatchNorm statistics from evenly spread training crops (same on every rank)."""
+        count = min(int(self.params.get("bn_recalibration_crops", 0) or 0), len(self.train_set))
+        if count <= 0:
+            return
+        indices = np.linspace(0, len(self.train_set) - 1, count).round().astype(int)
+        size = self.params["dataloader_params"]["batch_size"]
+
+        def batches():
+            for start in range(0, count, size):
+                yield torch.stack([self.train_set[int(i)][0] for i in indices[start:start + size]])
+
+        recalibrate_batchnorm(self.model, batches())
 
     @torch.no_grad()
     def _validate(self):
