@@ -306,8 +306,8 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
         256 x 256 image at a time on CPU, 32 on CUDA), which keeps the working
         memory for 256 x 256 images well under 1 GB on CPU.
     device : str or torch.device, optional
-        Where to compute. Default: the model's device. Another device moves
-        the model there for the call and back afterwards.
+        Where to compute. Default (or ``"auto"``): the model's device. Another
+        device moves the model there for the call and back afterwards.
     progress : bool, optional
         Show a tqdm progress bar over images.
 
@@ -330,7 +330,7 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
     batch = _as_batch(images, model.in_channels)
     chosen = _as_classes(classes, model.num_classes)
     home = next(model.parameters()).device
-    device = home if device is None else torch.device(device)
+    device = home if device is None or str(device) == "auto" else torch.device(device)
     if chunk_size is None:
         chunk_size = _auto_chunk_size(device, *batch.shape[-2:])
     elif int(chunk_size) < 1:

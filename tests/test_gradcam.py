@@ -224,3 +224,12 @@ def test_sequential_view_shares_weights_and_exposes_activations(random_model):
     for got, expected in zip(seen, activations):
         torch.testing.assert_close(got, expected)
     assert {id(p) for p in view.parameters()} == {id(p) for p in random_model.parameters()}
+
+
+def test_device_auto_and_explicit_cpu_agree(random_model):
+    images = demo_like_images(2, 24, 24)
+    expected, _ = local_maps(random_model, images)
+    for device in ("auto", "cpu", torch.device("cpu")):
+        maps, _ = local_maps(random_model, images, device=device)
+        np.testing.assert_array_equal(maps, expected)
+    assert next(random_model.parameters()).device.type == "cpu"
