@@ -239,13 +239,18 @@ statistics still move), and settles after the first reduction, with F1 about
 """
 
 
+DEMO_MODEL_VERSION = 2
+"""int: bumped whenever the engine or DEMO_SETTINGS change what the demo model learns
+(2: BatchNorm statistics re-estimated before validation). Older demo models are retrained."""
+
+
 def demo_run_dir(work_dir=None, fast=None, seed=0):
     """The run folder where :func:`ensure_demo_model` trains (``<work_dir>/runs/demo_micranet_<mode>_seed<seed>``)."""
     from . import lessons
 
     work = Path(work_dir) if work_dir is not None else lessons.work_dir()
     fast = lessons.is_fast() if fast is None else bool(fast)
-    return work / "runs" / f"demo_micranet_{'fast' if fast else 'full'}_seed{seed}"
+    return work / "runs" / f"demo_micranet_v{DEMO_MODEL_VERSION}_{'fast' if fast else 'full'}_seed{seed}"
 
 
 def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True, retrain=False):
@@ -282,7 +287,8 @@ def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True, retrain=F
     target = work / "models" / "demo_micranet.hdf5"
     if target.is_file() and not retrain:
         _, params = load_zoo(target)
-        if fast or not params.get("demo_fast", False):
+        current = params.get("demo_model_version") == DEMO_MODEL_VERSION
+        if current and (fast or not params.get("demo_fast", False)):
             return target
     run_dir = demo_run_dir(work, fast, seed)
     if (run_dir / "last.hdf5").is_file():
@@ -292,7 +298,8 @@ def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True, retrain=F
         result = train(splits["training"], run_dir, validation=splits["validation"], seed=seed,
                        progress=progress, **DEMO_SETTINGS["fast" if fast else "full"])
     model, params = load_zoo(result.best)
-    params.update(demo_fast=fast, best_epoch=result.best_epoch, best_valid_loss=result.best_loss,
+    params.update(demo_fast=fast, demo_model_version=DEMO_MODEL_VERSION, best_epoch=result.best_epoch,
+                  best_valid_loss=result.best_loss,
                   run_dir=str(run_dir))
     save_zoo(target, model, params, name=params["model_name"])
     return target
