@@ -247,16 +247,15 @@ def show_static(images, maps, index=0, class_index=0, layers=("1a", "2b", "3b", 
     width = maps.shape[-1]
     figure, axes = pyplot.subplots(1, len(layers) + 3, figsize=(2.6 * (len(layers) + 3), 2.9))
     axes[0].imshow(panels[:, :width])
-    axes[0].set_title("image")
+    axes[0].set_title(f"image {index}")
     for axis, layer in zip(axes[1:], layers):
         axis.imshow(maps[index, class_index, LAYERS.index(layer)], cmap="magma")
         axis.set_title(f"layer {layer}")
     axes[-2].imshow(panels[:, width + 4:2 * width + 4])
     axes[-2].set_title(f"combined, sigma {sigma:g}")
     axes[-1].imshow(panels[:, 2 * width + 8:])
-    axes[-1].set_title(f"mask > q{quantile:g}")
+    axes[-1].set_title(f"{class_name or f'class {class_index}'}: mask > q{quantile:g}")
     for axis in axes:
         axis.set_axis_off()
-    figure.suptitle(f"image {index}, {class_name or f'class {class_index}'}")
     figure.tight_layout()
     return figure
