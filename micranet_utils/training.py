@@ -20,6 +20,9 @@ What differs from the original, and why:
   passes the running minimum instead, which for ``mode="min"`` with a relative
   threshold and no cooldown gives exactly the same learning rates (an epoch
   improves on ``best`` by the threshold only if it is itself the new minimum);
+* before each validation the BatchNorm running statistics are re-estimated from
+  training crops (:mod:`micranet_utils.batchnorm`): on dark microscopy crops the
+  running averages need far more steps than a short training makes;
 * the validation loss is the mean over every validation crop (the original
   averages per-batch means and drops the last partial batch), and accuracy
   and F1 per class are real ones (the original's "accuracy" is a true-positive

@@ -208,6 +208,9 @@ class _Run:
                 if iterator is not None and hasattr(iterator, "_shutdown_workers"):
                     iterator._shutdown_workers()
                 loader._iterator = None
+            for dataset in (getattr(self, "train_set", None), getattr(self, "valid_set", None)):
+                if dataset is not None:
+                    dataset.close()          # the HDF5 handles this process opened
             torch.use_deterministic_algorithms(was_deterministic)
             if created:
                 dist.destroy_process_group()
