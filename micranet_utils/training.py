@@ -297,7 +297,7 @@ def ensure_demo_model(work_dir=None, fast=None, seed=0, progress=True, retrain=F
     if (run_dir / "last.hdf5").is_file():
         result = resume(run_dir, progress=progress)
     else:
-        splits = demo.ensure_demo(folder=work / "demo", seed=seed, fast=fast, progress=progress)
+        splits = demo.ensure_demo(folder=demo.demo_folder(work, fast), seed=seed, fast=fast, progress=progress)
         result = train(splits["training"], run_dir, validation=splits["validation"], seed=seed,
                        progress=progress, **DEMO_SETTINGS["fast" if fast else "full"])
     model, params = load_zoo(result.best)
