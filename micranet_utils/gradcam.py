@@ -59,9 +59,13 @@ One forward pass per chunk of images, then one backward pass per class with
 hooks, no parameter ``.grad`` filled, the graph freed after the last class.
 The maps are formed at the layer's resolution and written straight into the
 output array. Images are independent in eval mode, so a chunk computes the
-same numbers as a loop over single images. On a 2-core CPU small chunks are
-fastest (the activations stay in cache; see ``benchmarks/gradcam.py``); on
-CUDA larger chunks stay on the device.
+same numbers as a loop over single images. On CPU the default chunk holds two
+256 x 256 images: on an idle 2-core machine one or two images at a time were
+fastest (the activations stay in cache), while on a machine shared with other
+jobs larger chunks were (fewer thread synchronisations); two is close to the
+best in both cases and keeps the working memory near 300 MB (see
+``benchmarks/gradcam.py``). On CUDA, chunks of 32 such images stay on the
+device.
 """
 
 from collections import OrderedDict
@@ -80,7 +84,7 @@ LAYER_STRIDES = (1, 1, 2, 2, 4, 4, 8, 8)
 _RELU_LAYERS = {"4b"}
 _NORMALIZE_EPS = 1e-12
 # Pixels (H * W summed over a chunk) processed per forward pass, per device type.
-_CHUNK_PIXELS = {"cpu": 256 * 256, "cuda": 32 * 256 * 256}
+_CHUNK_PIXELS = {"cpu": 2 * 256 * 256, "cuda": 32 * 256 * 256}
 _ORIGINAL = {
     "actin": dict(normalize=True, strict=True),
     "ctc": dict(normalize=True, strict=True),
@@ -302,9 +306,10 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
         Min-max normalise each map to [0, 1] (Actin, CTC, MNIST). ``False``
         reproduces EM and P. vivax, which skip it.
     chunk_size : int, optional
-        Images per forward pass. Default: chosen per device (about one
-        256 x 256 image at a time on CPU, 32 on CUDA), which keeps the working
-        memory for 256 x 256 images well under 1 GB on CPU.
+        Images per forward pass. Default: chosen per device and image size
+        (two 256 x 256 images at a time on CPU, 32 on CUDA; more when the
+        images are smaller), which keeps the working memory on CPU to a few
+        hundred MB besides the returned maps.
     device : str or torch.device, optional
         Where to compute. Default (or ``"auto"``): the model's device. Another
         device moves the model there for the call and back afterwards.
