@@ -131,15 +131,15 @@ print(f"models ready in {time.perf_counter() - start:.0f} s")
 # which keeps running averages of each feature's mean and variance (starting from 0 and 1) for
 # use at test time. The demo crops, like the published STED crops, are dark (mean intensity
 # about 0.02), so the first layers' true variance is around 1e-4; after only a few dozen
-# training steps (fast mode, or large crops and few epochs) the running variance still
-# remembers its starting value of 1, and a model that is right in training mode is wrong in
-# evaluation mode. One pass over the *training*
-# crops, averaging their exact statistics, fixes the estimate without touching a weight
-# (`recalibrate_batchnorm`). We do it for the three trained models alike; the published
+# training steps the running variance still remembers its starting value of 1, and a model
+# that is right in training mode is wrong in evaluation mode. One pass over *training* crops,
+# averaging their exact statistics, fixes the estimate without touching a weight
+# (`recalibrate_batchnorm`). The training loops already do it before every validation; we do
+# it once more here, on all training crops, for the three trained models alike. The published
 # models, trained for hundreds of epochs, do not need it.
 
 # %%
-from micranet_utils.baselines.common import recalibrate_batchnorm
+from micranet_utils.batchnorm import recalibrate_batchnorm
 from micranet_utils.data import CropDataset
 
 if DATASET == "demo":

@@ -6,7 +6,7 @@ training at all, and MICRA-Net only image-level labels: the comparison in
 against how well it segments.
 """
 
-from .common import recalibrate_batchnorm
+from ..batchnorm import recalibrate_batchnorm
 from .ilastik import extract_ilastik_project
 from .maskrcnn import (build_maskrcnn, ensure_demo_maskrcnn, load_maskrcnn, predict_maskrcnn,
                        save_maskrcnn, train_maskrcnn)

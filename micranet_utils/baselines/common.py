@@ -1,9 +1,11 @@
 """What the trained baselines share: the training loop, batched prediction, zoo reading.
 
 The loop is the original's skeleton (Adam, ReduceLROnPlateau, best model by
-mean validation loss) with two documented corrections: the scheduler is fed
-the current validation loss (the original fed the running minimum), and the
-validation pass never updates BatchNorm statistics.
+mean validation loss) with three documented corrections: the scheduler is fed
+the current validation loss (the original fed the running minimum), the
+validation pass never updates BatchNorm statistics, and those statistics are
+re-estimated from training crops before each validation (dark images; see
+:mod:`micranet_utils.batchnorm`).
 """
 
 import copy
@@ -15,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..batchnorm import recalibrate_batchnorm  # noqa: F401  (re-exported for the baselines)
+from ..batchnorm import recalibrate_batchnorm
 from ..errors import ZooError
 from ..zoo import _open, _parse_params, _pick, _read_state_dict
 
@@ -44,7 +46,7 @@ def _mean_loss(model, loss_fn, loader, device, train_mode):
 
 def fit(model, loss_fn, train_data, valid_data=None, epochs=10, batch_size=32, lr=1e-4, seed=0,
         device="cpu", max_seconds=None, progress=True, desc="training", collate_fn=None,
-        valid_in_train_mode=False):
+        valid_in_train_mode=False, bn_forward=None, bn_crops=256):
     """Train `model` by minimising ``loss_fn(model, batch, device)``.
 
     Parameters
@@ -66,6 +68,13 @@ def fit(model, loss_fn, train_data, valid_data=None, epochs=10, batch_size=32, l
     valid_in_train_mode : bool
         Compute the validation loss in train mode (BatchNorm frozen), as
         detection models only return losses in train mode.
+    bn_forward : callable, optional
+        ``bn_forward(model, images)`` for :func:`~micranet_utils.batchnorm.recalibrate_batchnorm`
+        (default: the model itself).
+    bn_crops : int
+        Before each validation the BatchNorm statistics are re-estimated from
+        this many training images (the first item of each sample), as
+        MICRA-Net's training does; 0 disables it.
 
     Returns
     -------
@@ -90,6 +99,10 @@ def fit(model, loss_fn, train_data, valid_data=None, epochs=10, batch_size=32, l
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **SCHEDULER)
     history, best_loss, best_state, best_epoch = [], np.inf, None, 0
+    bn_images = None
+    if bn_crops:
+        picks = np.unique(np.linspace(0, len(train_data) - 1, min(len(train_data), int(bn_crops))).round())
+        bn_images = torch.stack([torch.as_tensor(train_data[int(i)][0]) for i in picks])
     start = time.perf_counter()
     bar = tqdm(range(epochs), desc=desc, disable=not progress)
     for epoch in bar:
@@ -102,6 +115,8 @@ def fit(model, loss_fn, train_data, valid_data=None, epochs=10, batch_size=32, l
             optimizer.step()
             train_losses.append(loss.item())
         train_loss = float(np.mean(train_losses))
+        if bn_images is not None:
+            recalibrate_batchnorm(model, bn_images, forward=bn_forward)
         valid_loss = (_mean_loss(model, loss_fn, valid_loader, device, valid_in_train_mode)
                       if valid_loader is not None else train_loss)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,

@@ -233,7 +233,7 @@ def train_maskrcnn(train_data, valid_data=None, epochs=10, batch_size=4, lr=1e-4
     model, info = common.fit(model, loss_fn, train_data, valid_data, epochs=epochs,
                              batch_size=batch_size, lr=lr, seed=seed, device=device,
                              max_seconds=max_seconds, progress=progress, desc="Mask R-CNN",
-                             collate_fn=collate, valid_in_train_mode=True)
+                             collate_fn=collate, valid_in_train_mode=True, bn_forward=backbone_forward)
     info["params"] = common.trainer_params(
         "maskrcnn", model.config, size=int(first_image.shape[-1]), lr=lr, epochs=epochs,
         batch_size=batch_size, seed=seed, info=info)
@@ -382,7 +382,7 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
 def backbone_forward(model, batch):
     """Run a Mask R-CNN's normalisation and backbone (where its BatchNorms are) on a batch.
 
-    For :func:`~micranet_utils.baselines.common.recalibrate_batchnorm`.
+    For :func:`micranet_utils.batchnorm.recalibrate_batchnorm`.
     """
     images, _ = model.transform(list(batch))
     return model.backbone(images.tensors)
