@@ -87,18 +87,53 @@ def micranet_maps(model, images):
     return maps, predicted(logits)
 
 
-def micranet_masks(model, images, recipe="actin", **overrides):
-    """MICRA-Net's masks: Grad-CAM of the eight layers, then the data set's recipe.
+def micranet_segment(maps, present, images, threshold=0.8, sigma=1.0, recipe="actin"):
+    """Masks from MICRA-Net's maps: the recipe's combined map, then a per-crop threshold.
+
+    Parameters
+    ----------
+    maps : ndarray of float32, shape (N, C, 8, S, S)
+    present : ndarray of bool, shape (N, C)
+    images : ndarray, shape (N, 1, S, S)
+    threshold : float or "otsu"
+        A quantile of each crop's combined map (the published Actin rule: 0.8, i.e.
+        the top 20 % of the crop), or ``"otsu"``: Otsu's threshold of each crop's
+        combined map (one of the thresholds of the original's interactive app), which
+        adapts the mask's size to the crop instead of fixing it.
+    sigma : float
+        Gaussian smoothing of the combined map (published: 1).
+    recipe : str
+
+    Returns
+    -------
+    ndarray of bool, shape (N, C, S, S)
+        Empty for the classes predicted absent.
+    """
+    from skimage.filters import threshold_otsu
+
+    from .recipes import score_maps, threshold_scores
+
+    scores = score_maps(maps, present, images, recipe=recipe, sigma=float(sigma))
+    if threshold != "otsu":
+        return threshold_scores(scores, present, recipe=recipe, quantile=float(threshold))
+    masks = np.zeros(scores.shape, bool)
+    for n, c in np.argwhere(np.asarray(present, bool)):
+        score = scores[n, c]
+        if score.max() > score.min():
+            masks[n, c] = score > threshold_otsu(score)
+    return masks
+
+
+def micranet_masks(model, images, threshold=0.8, sigma=1.0, recipe="actin"):
+    """MICRA-Net's masks: Grad-CAM of the eight layers, the recipe's combined map, a threshold.
 
     Parameters
     ----------
     model : MICRANet
     images : ndarray of float32, shape (N, 1, S, S)
-    recipe : str
-        Post-processing recipe of :mod:`micranet_utils.recipes`.
-    **overrides
-        Recipe constants (e.g. ``quantile=0.9``); choose them on the validation
-        split (:func:`choose_recipe`), never on the test split.
+    threshold, sigma, recipe
+        See :func:`micranet_segment`; choose them on the validation split
+        (:func:`choose_recipe`), never on the test split.
 
     Returns
     -------
@@ -106,18 +141,16 @@ def micranet_masks(model, images, recipe="actin", **overrides):
     present : ndarray of bool, shape (N, C)
         Classes the classifier predicts present (the others get empty masks).
     """
-    from .recipes import segment
-
     maps, present = micranet_maps(model, images)
-    return segment(maps, present, images, recipe=recipe, **overrides), present
+    return micranet_segment(maps, present, images, threshold, sigma, recipe), present
 
 
-def choose_recipe(maps, present, images, truth, quantiles=(0.5, 0.6, 0.7, 0.8, 0.9),
+def choose_recipe(maps, present, images, truth, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, "otsu"),
                   sigmas=(1.0, 2.0, 4.0), recipe="actin"):
-    """The recipe's threshold quantile and smoothing with the best mean Dice, on *validation* crops.
+    """The threshold and smoothing with the best mean Dice over classes, on *validation* crops.
 
-    The published 0.8 quantile and sigma 1 were set on the authors' STED images; on other
-    data (crop size, structure density) they are chosen again, here on validation crops.
+    The published rule (quantile 0.8, sigma 1) was set on the authors' STED images; on other
+    data (crop size, structure density) it is chosen again, here on validation crops.
 
     Parameters
     ----------
@@ -125,26 +158,26 @@ def choose_recipe(maps, present, images, truth, quantiles=(0.5, 0.6, 0.7, 0.8, 0
     images : ndarray, shape (N, 1, S, S)
     truth : ndarray of bool, shape (N, C, S, S)
         Pixel truth of the validation crops.
-    quantiles, sigmas : sequence of float
-        The grid tried.
+    thresholds : sequence of float or "otsu"
+        Quantiles, and ``"otsu"`` (see :func:`micranet_segment`).
+    sigmas : sequence of float
     recipe : str
 
     Returns
     -------
     best : dict
-        ``{"quantile": q, "sigma": s}``, to pass as recipe overrides.
-    dice : dict of (float, float) to ndarray, shape (C,)
-        Validation Dice per class for every (quantile, sigma) tried.
+        ``{"threshold": q or "otsu", "sigma": s}``, the arguments of :func:`micranet_segment`.
+    dice : dict of (threshold, sigma) to ndarray, shape (C,)
+        Validation Dice per class for every pair tried.
     """
-    from .recipes import segment
-
     dice = {}
     for sigma in sigmas:
-        for quantile in quantiles:
-            masks = segment(maps, present, images, recipe=recipe, quantile=float(quantile), sigma=float(sigma))
-            dice[(float(quantile), float(sigma))] = pixel_scores(masks, truth)["dice"]
-    quantile, sigma = max(dice, key=lambda key: float(np.mean(dice[key])))
-    return {"quantile": quantile, "sigma": sigma}, dice
+        for threshold in thresholds:
+            threshold = threshold if threshold == "otsu" else float(threshold)
+            masks = micranet_segment(maps, present, images, threshold, float(sigma), recipe)
+            dice[(threshold, float(sigma))] = pixel_scores(masks, truth)["dice"]
+    threshold, sigma = max(dice, key=lambda key: float(np.mean(dice[key])))
+    return {"threshold": threshold, "sigma": sigma}, dice
 
 
 def run_seconds(run_dir):

@@ -334,8 +334,25 @@ def test_choose_recipe_picks_the_quantile_matching_the_truth_fraction():
     truth[:, :, :, :13] = True                                   # 40 % of each crop
     layers = truth[:, :, None].astype(np.float32) + 0.05 * rng.random((4, 2, 8, 32, 32), dtype=np.float32)
     images = rng.random((4, 1, 32, 32), dtype=np.float32)
-    best, dice = choose_recipe(layers, np.ones((4, 2), bool), images, truth, quantiles=(0.4, 0.6, 0.8),
+    best, dice = choose_recipe(layers, np.ones((4, 2), bool), images, truth, thresholds=(0.4, 0.6, 0.8),
                                sigmas=(1.0,))
-    assert best == {"quantile": 0.6, "sigma": 1.0}
+    assert best == {"threshold": 0.6, "sigma": 1.0}
     assert set(dice) == {(0.4, 1.0), (0.6, 1.0), (0.8, 1.0)}
     assert np.mean(dice[0.6, 1.0]) > np.mean(dice[0.8, 1.0])
+
+
+def test_otsu_threshold_adapts_to_each_crop_where_a_quantile_cannot():
+    from micranet_utils.comparison import choose_recipe, micranet_segment
+
+    rng = np.random.default_rng(1)
+    truth = np.zeros((3, 1, 32, 32), bool)
+    for n, width in enumerate((6, 13, 19)):                      # 19 %, 41 %, 59 % of the crop
+        truth[n, 0, :, :width] = True
+    layers = truth[:, :, None].astype(np.float32) + 0.05 * rng.random((3, 1, 8, 32, 32), dtype=np.float32)
+    images = rng.random((3, 1, 32, 32), dtype=np.float32)
+    present = np.ones((3, 1), bool)
+    best, dice = choose_recipe(layers, present, images, truth, thresholds=(0.4, 0.6, 0.8, "otsu"), sigmas=(0.5,))
+    assert best == {"threshold": "otsu", "sigma": 0.5}
+    assert dice["otsu", 0.5][0] > 0.9 > max(dice[q, 0.5][0] for q in (0.4, 0.6, 0.8))
+    absent = micranet_segment(layers, np.zeros((3, 1), bool), images, "otsu", 0.5)
+    assert not absent.any()                                     # classes predicted absent stay empty
