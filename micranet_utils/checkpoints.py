@@ -22,6 +22,10 @@ them as they read the published zoos):
 Everything is HDF5 arrays and JSON text: nothing is ever pickled, so a
 checkpoint from a stranger is safe to open. Every write is atomic (see
 :mod:`micranet_utils.files`): a crash while saving leaves the previous file.
+
+The run folder's other files are written here too: ``trainer_params.json``
+(:func:`write_json`), ``history.csv`` (:func:`write_history`, read back with
+:func:`read_history`) and ``history.png`` (:func:`plot_history`).
 """
 
 import json
