@@ -194,6 +194,9 @@ assert not masks[~present].any()          # absent class, empty mask
 
 # %%
 shown = list(range(min(4, len(images))))
+if HAVE_TRUTH:  # two crops where each class is present and found
+    shown = [int(i) for c in range(len(class_names)) for i in np.flatnonzero(present[:, c] & truly[:, c])[:2]] \
+        or list(range(min(4, len(images))))
 true_points = comparison.true_centroids(test["labels"]) if HAVE_TRUTH else None
 fig, axes = plt.subplots(len(class_names), len(shown), figsize=(3 * len(shown), 3 * len(class_names)), squeeze=False)
 for row, name in enumerate(class_names):
@@ -336,21 +339,22 @@ else:
 # %% [markdown]
 # ## 6. Where it fails
 #
-# Averages hide the bad cases. Below: for each class, the crops with the lowest Dice among
-# those that truly contain the class, and the crops where the classifier said "present" but
-# there is nothing (every such crop gets a 20 % mask of pure false positives).
+# Averages hide the bad cases. Below, for each class: a crop the classifier missed, the two
+# crops with the lowest Dice among those where the class was found, and a crop where the
+# classifier said "present" but there is nothing (such a crop gets a mask of pure false
+# positives).
 
 # %%
 if HAVE_TRUTH:
     for c, name in enumerate(class_names):
-        has = np.flatnonzero(truly[:, c])
-        per_crop = np.array([metrics.dice(masks[i, c], test["masks"][i, c]) for i in has])
-        worst = has[np.argsort(per_crop)[:3]]
+        found = np.flatnonzero(present[:, c] & truly[:, c])
+        per_crop = np.array([metrics.dice(masks[i, c], test["masks"][i, c]) for i in found])
+        worst = found[np.argsort(per_crop)[:2]]
         false_alarms = np.flatnonzero(present[:, c] & ~truly[:, c])
         missed = np.flatnonzero(~present[:, c] & truly[:, c])
         print(f"{name}: {len(missed)} crops missed by the classifier, {len(false_alarms)} false alarms; "
-              f"worst Dice {np.round(np.sort(per_crop)[:3], 2).tolist()}")
-        chosen = list(worst) + list(false_alarms[:1])
+              f"lowest Dice where found: {np.round(np.sort(per_crop)[:2], 2).tolist()}")
+        chosen = list(missed[:1]) + list(worst) + list(false_alarms[:1])
         fig, axes = plt.subplots(1, len(chosen), figsize=(3 * len(chosen), 3), squeeze=False)
         for ax, i in zip(axes[0], chosen):
             ax.imshow(images[i, 0], cmap="gray")
