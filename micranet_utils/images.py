@@ -140,7 +140,7 @@ def read_image(path, channel=None, plane=None, projection=None, min_size=1):
     height, width = image.shape[1:]
     if min(height, width) < min_size:
         raise ImageError(f"{path}: image is {height}x{width} pixels, smaller than the "
-                         f"{min_size}x{min_size} minimum (the crop size)")
+                         f"{min_size}x{min_size} minimum")
     return image
 
 

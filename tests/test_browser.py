@@ -36,17 +36,28 @@ def _free_port():
 
 @pytest.fixture
 def jupyterlab(tmp_path):
-    """A JupyterLab server on 127.0.0.1 serving notebooks/; yields its base URL and token."""
+    """A JupyterLab server on 127.0.0.1 serving a copy of lesson 05; yields its base URL and token.
+
+    A copy, so that JupyterLab's autosave never rewrites the committed notebook.
+    """
     port, token = _free_port(), "micranet-browser-test"
+    served = tmp_path / "served"
+    served.mkdir()
+    if LESSON.exists():
+        shutil.copy(LESSON, served / LESSON.name)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    notebook_settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    notebook_settings.mkdir(parents=True)
+    # render every cell (no virtual scrolling), so that all outputs are in the page
+    (notebook_settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     env = dict(os.environ, MICRANET_FAST="1", JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
                MICRANET_WORKDIR=os.environ.get("MICRANET_WORKDIR", str(ROOT / "outputs" / "test-work")))
     log = open(tmp_path / "lab.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={ROOT / 'notebooks'}", "--allow-root"],
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={served}", "--allow-root"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 60
@@ -82,7 +93,15 @@ def test_viewer_slider_changes_the_image_in_a_real_browser(jupyterlab):
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{base}/lab/tree/{LESSON.name}?token={token}")
             page.wait_for_selector(".jp-Notebook", timeout=90_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+            # on a slow machine JupyterLab may ask which kernel to start: take the proposed one
+            select = page.locator(".jp-Dialog button", has_text="Select")
+            try:
+                select.wait_for(state="visible", timeout=8_000)
+                select.click()
+            except sync_api.TimeoutError:
+                pass
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            assert page.locator(".jp-Notebook .jp-Cell").count() > 10, "the lesson did not load in JupyterLab"
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
             # wait until every cell has run: no prompt shows [*] and the kernel is idle
