@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export MICRANET_WORKDIR ?= $(CURDIR)/outputs/work
 
-.PHONY: tutorial test test-unit test-lessons lab venv benchmarks clean
+.PHONY: tutorial test test-unit test-lessons test-browser lab venv benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,18 @@ venv: $(STAMP)
 tutorial: venv
 	$(BIN)/python tools/run_lessons.py --output outputs
 
-test: test-unit test-lessons
+test: test-unit test-lessons test-browser
 
 test-unit: venv
-	MICRANET_FAST=1 $(BIN)/python -m pytest -q tests
+	MICRANET_FAST=1 $(BIN)/python -m pytest -q -m "not browser" tests
 
 test-lessons: venv
 	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q \
 	  --nbval-lax --nbval-cell-timeout=900 --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks
+
+# after the lessons: lesson 05 in the browser reuses the model lesson 03 trained in test-work
+test-browser: venv
+	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 lab: venv
 	$(BIN)/jupyter lab notebooks
