@@ -180,6 +180,26 @@ def choose_recipe(maps, present, images, truth, thresholds=(0.5, 0.6, 0.7, 0.8, 
     return {"threshold": threshold, "sigma": sigma}, dice
 
 
+def choose_threshold(make_masks, truth, thresholds):
+    """The threshold whose masks have the best mean Dice over classes, on *validation* crops.
+
+    Parameters
+    ----------
+    make_masks : callable
+        ``make_masks(threshold) -> ndarray of bool, shape (N, C, S, S)``, e.g.
+        ``lambda t: unet_probabilities >= t``.
+    truth : ndarray of bool, shape (N, C, S, S)
+    thresholds : sequence of float
+
+    Returns
+    -------
+    best : float
+    dice : dict of float to ndarray, shape (C,)
+    """
+    dice = {float(t): pixel_scores(make_masks(float(t)), truth)["dice"] for t in thresholds}
+    return max(dice, key=lambda t: float(np.mean(dice[t]))), dice
+
+
 def run_seconds(run_dir):
     """Training time of a :func:`micranet_utils.training.train` run: the sum of its epochs' seconds.
 

@@ -356,3 +356,18 @@ def test_otsu_threshold_adapts_to_each_crop_where_a_quantile_cannot():
     assert dice["otsu", 0.5][0] > 0.9 > max(dice[q, 0.5][0] for q in (0.4, 0.6, 0.8))
     absent = micranet_segment(layers, np.zeros((3, 1), bool), images, "otsu", 0.5)
     assert not absent.any()                                     # classes predicted absent stay empty
+
+
+def test_masks_from_instances_keep_the_scores_above_the_threshold_and_choose_threshold():
+    from micranet_utils.baselines.maskrcnn import masks_from_instances
+    from micranet_utils.comparison import choose_threshold
+
+    objects = np.zeros((3, 8, 8), bool)
+    objects[0, :2], objects[1, 4:], objects[2, :, :2] = True, True, True
+    found = [{"labels": np.array([0, 0, 1]), "scores": np.array([0.9, 0.2, 0.6]), "masks": objects}]
+    masks = masks_from_instances(found, (8, 8), 2, score_threshold=0.5)
+    np.testing.assert_array_equal(masks[0, 0], objects[0])
+    np.testing.assert_array_equal(masks[0, 1], objects[2])
+    truth = np.stack([objects[0] | objects[1], objects[2]])[None]
+    best, dice = choose_threshold(lambda t: masks_from_instances(found, (8, 8), 2, t), truth, (0.1, 0.5))
+    assert best == 0.1 and dice[0.1][0] == 1.0 and dice[0.5][0] < 1.0

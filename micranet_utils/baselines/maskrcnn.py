@@ -284,6 +284,31 @@ def predict_maskrcnn(model, images, score_threshold=0.5, mask_threshold=0.5, bat
     return masks, instances
 
 
+def masks_from_instances(instances, shape, num_classes, score_threshold=0.5):
+    """Semantic masks from the instances of :func:`predict_maskrcnn`, keeping those scoring enough.
+
+    Parameters
+    ----------
+    instances : list of dict
+        Per image: ``labels`` (K,), ``scores`` (K,), ``masks`` (K, H, W) bool.
+    shape : (int, int)
+        (H, W).
+    num_classes : int
+        Classes without the background.
+    score_threshold : float
+
+    Returns
+    -------
+    ndarray of bool, shape (N, num_classes, H, W)
+    """
+    masks = np.zeros((len(instances), num_classes) + tuple(shape), bool)
+    for n, found in enumerate(instances):
+        for label, score, obj in zip(found["labels"], found["scores"], found["masks"]):
+            if score >= score_threshold:
+                masks[n, label] |= obj
+    return masks
+
+
 def save_maskrcnn(path, model, params, name=None):
     """Write a Mask R-CNN into group ``"MaskRCNN"`` of a model-zoo file (atomically)."""
     params = dict(params)
