@@ -22,11 +22,17 @@ _LAZY = {
     "local_maps": "gradcam", "predicted": "gradcam",
     "segment": "recipes", "detect": "recipes", "count": "recipes", "RECIPES": "recipes",
     "read_image": "images", "normalize_intensity": "images",
-    "CropDataset": "data",
+    "CropDataset": "data", "check_training_file": "data", "find_split_files": "data",
+    "ensure_demo": "demo", "generate_demo": "demo", "generate_blobs": "demo",
+    "train": "training", "resume": "training", "ensure_demo_model": "training",
+    "dice": "metrics", "iou": "metrics", "detection_scores": "metrics", "count_error": "metrics",
+    "check_channels": "images", "make_dataset": "inhouse", "validate_folder": "inhouse",
+    "recalibrate_batchnorm": "batchnorm",
 }
 _SUBMODULES = {"network", "zoo", "download", "transfer", "demo", "data", "training", "gradcam",
                "recipes", "metrics", "images", "predict", "viewer", "baselines", "comparison",
-               "inhouse", "lessons", "files", "cli"}
+               "inhouse", "lessons", "files", "cli", "batchnorm", "batching",
+               "checkpoints", "training_loop"}
 
 __all__ = ["DATASETS", "DatasetInfo", "get_dataset", "MicranetError", "ZooError", "DatasetError",
            "ImageError", "DownloadError", *_LAZY]
