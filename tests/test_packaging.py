@@ -76,3 +76,11 @@ def test_cli_info_on_bad_file_gives_one_line(tmp_path, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "model zoo é.hdf5" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_public_name_resolves():
+    import micranet_utils as mu
+
+    missing = [name for name in mu.__all__ if getattr(mu, name, None) is None]
+    assert not missing, missing
+    assert mu.MICRANet is mu.network.MICRANet
