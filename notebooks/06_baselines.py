@@ -93,7 +93,7 @@ else:
     tree = fetch_published("all")                 # models, data sets and Ilastik zoos (several GB)
     files = find_split_files(tree / "datasets")
     CROP = 256
-LIMIT = None if DATASET == "demo" else (40 if FAST else 400)    # published splits hold thousands of crops
+LIMIT = (48 if FAST else None) if DATASET == "demo" else (40 if FAST else 400)   # published splits: thousands
 test = cmp.load_test_crops(files["testing"], size=CROP, max_crops=LIMIT)
 valid = cmp.load_test_crops(files["validation"], size=CROP, max_crops=LIMIT)
 print(f"test: {len(test['images'])} crops of {CROP} px; validation: {len(valid['images'])} crops")
