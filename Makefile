@@ -29,7 +29,7 @@ test-unit: venv
 
 test-lessons: venv
 	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q \
-	  --nbval-lax --nbval-cell-timeout=900 --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	  --nbval-lax --nbval-cell-timeout=900 --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks
 
 # after the lessons: lesson 05 in the browser reuses the model lesson 03 trained in test-work
 test-browser: venv
