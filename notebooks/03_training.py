@@ -96,7 +96,6 @@ plt.show()
 # knowledge back with Grad-CAM.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 positives = targets.mean(axis=0)
 print(f"{len(crops)} training crops of {crops.size} px")
 for name, fraction in zip(crops.class_names, positives):
