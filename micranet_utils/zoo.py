@@ -1,4 +1,4 @@
-"""The published ModelZoo HDF5 format: ``load_zoo`` and ``save_zoo``.
+"""The published ModelZoo HDF5 format: ``load_zoo``, ``read_group`` and ``save_zoo``.
 
 Layout (as written by the original training script)::
 
@@ -139,6 +139,66 @@ def _check_state_dict(path, where, state, model):
             raise ZooError(f"{path}: {where}/{key} contains NaN or infinite values")
 
 
+def _read_model(path, name, group):
+    """:func:`read_group`, plus the HDF5 path of the model read (for error messages)."""
+    with _open(path) as file:
+        if group is None:
+            candidates = [g for g in file.keys() if g.startswith(DEFAULT_GROUP)]
+            group = DEFAULT_GROUP if DEFAULT_GROUP in file else _pick(candidates, "MICRANet group", path, None)
+        if group not in file or not isinstance(file[group], h5py.Group):
+            raise ZooError(f"{path}: no group {group!r}; groups in the file: {', '.join(file.keys()) or 'none'}")
+        arch = file[group]
+        params = _parse_params(path, arch)
+        if name is not None and "/" in name:
+            if name not in arch:
+                raise ZooError(f"{path}: no model {name!r} in group {group!r}")
+            node = arch[name]
+        else:
+            node = arch[_pick(list(arch.keys()), "model", path, name)]
+        if not isinstance(node, h5py.Group):
+            raise ZooError(f"{path}: {node.name!r} is a dataset, expected a group of weights")
+        return _read_state_dict(path, node), params, node.name
+
+
+def read_group(path, name=None, group=None):
+    """The weights and trainer_params of one model of a zoo file, without building a model.
+
+    What :func:`load_zoo` reads, for any architecture group (``"UNet"``,
+    ``"MaskRCNN"``, ...): the caller builds the network and loads the weights.
+
+    Parameters
+    ----------
+    path : str or Path
+        The zoo file.
+    name : str, optional
+        Model inside the group; ``None`` picks the only one. An ensemble member
+        is named ``"<model>/<fold>"``.
+    group : str, optional
+        Architecture group. ``None`` picks ``"MICRANet"``, or the only group whose
+        name starts with ``"MICRANet"``.
+
+    Returns
+    -------
+    state_dict : dict of str to Tensor
+        One tensor per stored weight, in the dtype and shape stored.
+    params : dict
+        The parsed ``trainer_params`` (plus ``class_thresholds`` when stored).
+
+    Raises
+    ------
+    ZooError
+        Unreadable file, missing group or ``trainer_params``, no such model, or
+        several models and no `name`.
+
+    Examples
+    --------
+    >>> state, params = read_group("zoo.hdf5", group="UNet")    # doctest: +SKIP
+    >>> unet.load_state_dict(state, strict=True)                 # doctest: +SKIP
+    """
+    state, params, _ = _read_model(path, name, group)
+    return state, params
+
+
 def load_zoo(path, name=None, group=None, device="cpu"):
     """Load a MICRA-Net model from a ModelZoo HDF5 file.
 
@@ -169,24 +229,7 @@ def load_zoo(path, name=None, group=None, device="cpu"):
         Naming the file and the problem: not HDF5, truncated, missing group or
         attribute, wrong or misshapen weights.
     """
-    with _open(path) as file:
-        if group is None:
-            candidates = [g for g in file.keys() if g.startswith(DEFAULT_GROUP)]
-            group = DEFAULT_GROUP if DEFAULT_GROUP in file else _pick(candidates, "MICRANet group", path, None)
-        if group not in file or not isinstance(file[group], h5py.Group):
-            raise ZooError(f"{path}: no group {group!r}; groups in the file: {', '.join(file.keys()) or 'none'}")
-        arch = file[group]
-        params = _parse_params(path, arch)
-        if name is not None and "/" in name:
-            if name not in arch:
-                raise ZooError(f"{path}: no model {name!r} in group {group!r}")
-            node = arch[name]
-        else:
-            node = arch[_pick(list(arch.keys()), "model", path, name)]
-        where = node.name
-        if not isinstance(node, h5py.Group):
-            raise ZooError(f"{path}: {where!r} is a dataset, expected a group of weights")
-        state = _read_state_dict(path, node)
+    state, params, where = _read_model(path, name, group)
     settings = model_settings(params)
     if settings["num_classes"] is None and "linear1.weight" in state:
         settings["num_classes"] = state["linear1.weight"].shape[0]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from micranet_utils import MICRANet, ZooError, list_models, load_zoo, save_zoo
+from micranet_utils.zoo import read_group
 from original_network import original_logits
 
 # trainer_params as the original Actin train.py writes them (example values)
@@ -110,6 +111,40 @@ def test_several_models_must_be_named(tmp_path, random_model):
     with pytest.raises(ZooError, match=r"2 models \(a, b\)"):
         load_zoo(path)
     assert load_zoo(path, name="b")[0].num_classes == 2
+
+
+def test_read_group_gives_the_stored_weights_of_any_architecture(tmp_path):
+    # a non-MICRA-Net group (as the baselines write): read_group builds no model
+    state = {"down.0.weight": torch.randn(4, 1, 3, 3), "down.0.bias": torch.arange(4, dtype=torch.int64)}
+    params = {"size": 64, "model_params": {"depth": 4}}
+    path = write_published_layout(tmp_path / "zoo.hdf5", state, params=params, group="UNet", name="u")
+    read, read_params = read_group(path, group="UNet")
+    assert read.keys() == state.keys()
+    for key, value in state.items():
+        assert read[key].dtype == value.dtype and torch.equal(read[key], value), key
+    assert read_params == params
+
+
+def test_read_group_reads_what_load_zoo_loads(tmp_path, random_model):
+    path = save_zoo(tmp_path / "zoo.hdf5", random_model, {"size": 256}, name="m", class_thresholds=[0.3, 0.6])
+    state, params = read_group(path)
+    model, load_params = load_zoo(path)
+    assert params == load_params and params["class_thresholds"] == [0.3, 0.6]
+    for key, value in model.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
+def test_read_group_errors_name_the_file_and_the_choices(tmp_path, random_model):
+    path = write_published_layout(tmp_path / "zoo.hdf5", random_model.state_dict(), name="a")
+    with h5py.File(path, "a") as file:
+        file["MICRANet"].copy("a", "b")
+    with pytest.raises(ZooError, match=r"zoo.hdf5: no group 'UNet'; groups in the file: MICRANet"):
+        read_group(path, group="UNet")
+    with pytest.raises(ZooError, match=r"zoo.hdf5: holds 2 models \(a, b\)"):
+        read_group(path)
+    with pytest.raises(ZooError, match=r"no model named 'c'; available: a, b"):
+        read_group(path, name="c")
+    assert read_group(path, name="b")[0].keys() == random_model.state_dict().keys()
 
 
 # ---- bad files: each names the file and the problem -------------------------------------

@@ -1,4 +1,4 @@
-"""What the trained baselines share: the training loop, batched prediction, zoo reading.
+"""What the trained baselines share: the training loop, batched prediction, cached demo models.
 
 The loop is the original's skeleton (Adam, ReduceLROnPlateau, best model by
 mean validation loss) with three documented corrections: the scheduler is fed
@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from ..batchnorm import recalibrate_batchnorm
 from ..errors import ZooError
-from ..zoo import _open, _parse_params, _pick, _read_state_dict
 
 SCHEDULER = {"factor": 0.1, "patience": 10, "threshold": 0.01, "min_lr": 1e-5}
 """dict: the original's ReduceLROnPlateau settings."""
@@ -163,24 +162,6 @@ def predict_batched(model, images, batch_size=16, device="cpu"):
         for start in range(0, len(images), batch_size):
             outputs.append(model(images[start:start + batch_size].to(device)).cpu().numpy())
     return np.concatenate(outputs).astype(np.float32)
-
-
-def read_zoo_group(path, group, name=None):
-    """State dict and trainer_params of one model of a zoo group (no model is built).
-
-    Raises
-    ------
-    ZooError
-        Unreadable file, missing group, several models and no `name`.
-    """
-    with _open(path) as file:
-        if group not in file:
-            raise ZooError(f"{path}: no group {group!r}; groups in the file: "
-                           f"{', '.join(file.keys()) or 'none'}")
-        arch = file[group]
-        params = _parse_params(path, arch)
-        node = arch[_pick(list(arch.keys()), "model", path, name)]
-        return _read_state_dict(path, node), params
 
 
 def cached_zoo(models, name, fast, read_params, train_and_save):

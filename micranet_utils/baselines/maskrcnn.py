@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ZooError
-from ..zoo import save_zoo
+from ..zoo import read_group, save_zoo
 from . import common
 
 GROUP = "MaskRCNN"
@@ -327,7 +327,7 @@ def load_maskrcnn(path, name=None, group=GROUP, device="cpu"):
     ZooError
         When the weights do not fit the recorded configuration.
     """
-    state, params = common.read_zoo_group(path, group, name)
+    state, params = read_group(path, name, group)
     config = dict(params.get("model_params") or {})
     for key in ("pretrained", "pretrained_backbone", "weights", "weights_backbone"):
         config.pop(key, None)
@@ -400,7 +400,7 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
         save_maskrcnn(target, model, {**info["params"], "demo_fast": fast,
                                       "hdf5_training_path": str(splits["training"])})
 
-    return common.cached_zoo(work / "models", "demo_maskrcnn", fast, lambda path: common.read_zoo_group(path, GROUP)[1],
+    return common.cached_zoo(work / "models", "demo_maskrcnn", fast, lambda path: read_group(path, group=GROUP)[1],
                              train_and_save)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import ZooError
-from ..zoo import save_zoo
+from ..zoo import read_group, save_zoo
 from . import common
 from .common import demo_settings
 
@@ -249,7 +249,7 @@ def load_unet(path, name=None, group=GROUP, device="cpu"):
     ZooError
         When the file, the group or the weights do not fit a U-Net.
     """
-    state, params = common.read_zoo_group(path, group, name)
+    state, params = read_group(path, name, group)
     model_params = {**ACTIN_MODEL_PARAMS, **{k: v for k, v in (params.get("model_params") or {}).items()
                                             if k in ACTIN_MODEL_PARAMS}}
     model = UNet(**{k: int(v) for k, v in model_params.items()})
