@@ -12,8 +12,14 @@ export MICRANET_WORKDIR ?= $(CURDIR)/outputs/work
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Optional: where PyTorch comes from, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# for the CPU-only build (much smaller than the default CUDA build from PyPI).
+TORCH_INDEX ?=
+
 # Re-installs only when pyproject.toml changes: a second run takes seconds.
 $(STAMP): $(BIN)/python pyproject.toml
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  --index-url $(TORCH_INDEX) torch torchvision)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,lab]'
 	@touch $(STAMP)
 
