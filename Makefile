@@ -41,8 +41,9 @@ test-lessons: venv
 test-browser: venv
 	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
+# as root (a container), JupyterLab refuses to start without --allow-root
 lab: venv
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 benchmarks: venv
 	$(BIN)/python benchmarks/gradcam.py
