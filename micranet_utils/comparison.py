@@ -25,7 +25,7 @@ import numpy as np
 from .data import CropDataset
 from .files import atomic_path
 from .metrics import count_error, detection_scores, pixel_scores
-from .recipes import detect
+from .recipes import detect, segment
 
 METHODS = {
     "micranet": {"title": "MICRA-Net", "supervision": "image-level"},
@@ -98,8 +98,8 @@ def micranet_segment(maps, present, images, threshold=0.8, sigma=1.0, recipe="ac
     threshold : float or "otsu"
         A quantile of each crop's combined map (the published Actin rule: 0.8, i.e.
         the top 20 % of the crop), or ``"otsu"``: Otsu's threshold of each crop's
-        combined map (one of the thresholds of the original's interactive app), which
-        adapts the mask's size to the crop instead of fixing it.
+        combined map (the recipes' ``threshold="otsu"`` option, see
+        :mod:`micranet_utils.recipes`), which adapts the mask's size to the crop.
     sigma : float
         Gaussian smoothing of the combined map (published: 1).
     recipe : str
@@ -109,19 +109,8 @@ def micranet_segment(maps, present, images, threshold=0.8, sigma=1.0, recipe="ac
     ndarray of bool, shape (N, C, S, S)
         Empty for the classes predicted absent.
     """
-    from skimage.filters import threshold_otsu
-
-    from .recipes import score_maps, threshold_scores
-
-    scores = score_maps(maps, present, images, recipe=recipe, sigma=float(sigma))
-    if threshold != "otsu":
-        return threshold_scores(scores, present, recipe=recipe, quantile=float(threshold))
-    masks = np.zeros(scores.shape, bool)
-    for n, c in np.argwhere(np.asarray(present, bool)):
-        score = scores[n, c]
-        if score.max() > score.min():
-            masks[n, c] = score > threshold_otsu(score)
-    return masks
+    rule = {"threshold": "otsu"} if threshold == "otsu" else {"quantile": float(threshold)}
+    return segment(maps, present, images, recipe, sigma=float(sigma), **rule)
 
 
 def micranet_masks(model, images, threshold=0.8, sigma=1.0, recipe="actin"):

@@ -12,7 +12,7 @@ every recipe is *data* (a :class:`Recipe` of a few constants, in the registry
 2. **normalise** it to [0, 1] over a *gate*: the pixels where the deepest map
    4b is positive (and, for Actin, inside the image foreground, :func:`foreground`);
 3. **smooth** it with a Gaussian filter (``sigma``);
-4. **threshold** it, one of four ways:
+4. **threshold** it, one of four published ways, or a fifth option:
 
    ========== ============================================================
    quantile   Actin: keep the pixels above the image's 0.8 quantile
@@ -20,6 +20,10 @@ every recipe is *data* (a :class:`Recipe` of a few constants, in the registry
    peak       EM, P. vivax: smooth again, threshold (0.9 quantile or Otsu),
               keep the one object around the highest pixel
    blocks     MNIST: per 4b component, Otsu over 8x8 blocks of the scores
+   otsu       option (``threshold="otsu"``): keep the pixels above Otsu's
+              threshold of the image's map, one of the thresholds of the
+              original's interactive app; the mask's size follows the image
+              instead of being fixed by a quantile
    ========== ============================================================
 
 Differences from the original scripts, on purpose (see the reference, §11):
@@ -54,6 +58,7 @@ __all__ = ["Recipe", "RECIPES", "get_recipe", "foreground", "pca_scores", "combi
 
 LAYER_4B = 7          # index of the deepest layer, the gate
 BIN = 8               # foreground bins and MNIST blocks, in pixels
+THRESHOLDS = ("quantile", "pair_otsu", "peak", "blocks", "otsu")
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Recipe:
     sigma : float
         Gaussian smoothing of the combined map, in pixels (0: none).
     threshold : str
-        ``"quantile"``, ``"pair_otsu"``, ``"peak"`` or ``"blocks"``.
+        ``"quantile"``, ``"pair_otsu"``, ``"peak"``, ``"blocks"`` or ``"otsu"``.
     quantile : float
         ``quantile``: keep pixels above this quantile of the smoothed map.
     peak_sigma : float
@@ -122,8 +127,8 @@ def get_recipe(recipe="actin", **overrides):
     unknown = set(overrides) - fields
     if unknown:
         raise ValueError(f"unknown recipe setting(s) {sorted(unknown)}; known: {sorted(fields)}")
-    if overrides.get("threshold", recipe.threshold) not in ("quantile", "pair_otsu", "peak", "blocks"):
-        raise ValueError(f"threshold must be quantile, pair_otsu, peak or blocks; got {overrides['threshold']!r}")
+    if overrides.get("threshold", recipe.threshold) not in THRESHOLDS:
+        raise ValueError(f"threshold must be one of {', '.join(THRESHOLDS)}; got {overrides['threshold']!r}")
     return dataclasses.replace(recipe, **overrides)
 
 
@@ -284,6 +289,11 @@ def _quantile_mask(score, recipe):
     return score > np.quantile(score, recipe.quantile)
 
 
+def _image_otsu_mask(score, recipe):
+    """The ``otsu`` option: pixels strictly above Otsu's threshold of this image's map."""
+    return _otsu_mask(score, strict=True)
+
+
 def _otsu_mask(values, strict=False):
     """Pixels above Otsu's threshold; a constant array has no two classes: none above."""
     low, high = values.min(), values.max()
@@ -387,7 +397,7 @@ def threshold_scores(scores, predicted, recipe="actin", **overrides):
         return np.stack([_pair_masks(image) for image in scores])
     if recipe.threshold == "blocks":
         raise ValueError("the 'blocks' recipe works on the maps: call segment(maps, ...)")
-    mask_of = _quantile_mask if recipe.threshold == "quantile" else _peak_mask
+    mask_of = {"quantile": _quantile_mask, "otsu": _image_otsu_mask, "peak": _peak_mask}[recipe.threshold]
     masks = np.zeros(scores.shape, bool)
     for b, c in np.argwhere(predicted):
         if np.any(scores[b, c]):
@@ -409,7 +419,9 @@ def segment(maps, predicted, images=None, recipe="actin", **overrides):
     recipe : str or Recipe
         ``"actin"``, ``"ctc"``, ``"em"``, ``"mnist"``, ``"pvivax"`` or a :class:`Recipe`.
     **overrides
-        Recipe constants to change, e.g. ``quantile=0.9, sigma=2``.
+        Recipe constants to change, e.g. ``quantile=0.9, sigma=2``, or
+        ``threshold="otsu"`` for Otsu's threshold of each image's map instead
+        of the fixed quantile.
 
     Returns
     -------

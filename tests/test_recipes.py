@@ -52,6 +52,19 @@ def reference_actin(maps, predicted, images):
     return masks
 
 
+def reference_per_image_otsu(maps, predicted, images, sigma):
+    """The per-crop Otsu rule as lesson 06's comparison first wrote it: the Actin recipe's
+    combined map, then, for each predicted class whose map is not constant, the pixels
+    strictly above Otsu's threshold of that map."""
+    scores = recipes.score_maps(maps, predicted, images, "actin", sigma=sigma)
+    masks = np.zeros(scores.shape, bool)
+    for b, c in np.ndindex(*predicted.shape):
+        score = scores[b, c]
+        if predicted[b, c] and score.max() > score.min():
+            masks[b, c] = score > threshold_otsu(score)
+    return masks
+
+
 def reference_block_otsu(values):
     """Original MNIST threshold_image on an array whose sides are multiples of 8."""
     rows, cols = values.shape[0] // 8, values.shape[1] // 8
@@ -166,6 +179,23 @@ def test_overrides_torch_inputs_and_any_size(rng):
         recipes.segment(maps, [[True, True]], None, "actin")
     with pytest.raises(ValueError, match="predicted"):
         recipes.segment(maps, [[True]], images)
+
+
+def test_otsu_option_matches_plain_per_image_otsu(rng):
+    maps, images = actin_case(rng, batch=4)
+    maps[3, 0, 7] = 0                                   # empty gate: constant map, empty mask
+    predicted = np.array([[True, True], [True, False], [False, True], [True, True]])
+    for sigma in (0.5, 1.0, 2.0):
+        ours = recipes.segment(maps, predicted, images, "actin", threshold="otsu", sigma=sigma)
+        np.testing.assert_array_equal(ours, reference_per_image_otsu(maps, predicted, images, sigma))
+    assert not ours[~predicted].any() and not ours[3, 0].any()
+    # Otsu follows each image: the mask is not a fixed fraction of the pixels as the quantile's is
+    kept = predicted.copy()
+    kept[3, 0] = False
+    fractions = ours[kept].mean(axis=(1, 2))
+    assert np.ptp(fractions) > 0.01
+    with pytest.raises(ValueError, match="threshold must be one of"):
+        recipes.segment(maps, predicted, images, "actin", threshold="otsu-per-crop")
 
 
 def test_empty_gate_gives_empty_mask(rng):
