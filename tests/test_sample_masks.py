@@ -92,10 +92,55 @@ def save_detector(path, dataset, level):
                     group=info.zoo_group)
 
 
-def sample_detector(tmp_path, dataset, sample):
-    """Zoo of a detector whose background level is the median stain of `sample` as predict prepares it."""
-    stain = stain_of(prepare_image(read_image(sample)), dataset)
-    return save_detector(tmp_path / "detector.hdf5", dataset, float(np.median(stain))), stain
+def sample_detector(tmp_path, dataset, samples):
+    """Zoo of a detector whose background is the median stain of `samples` as predict prepares them.
+
+    Returns the zoo path, the level and, per sample, the stain the network
+    sees (for the exact maps) and the stain of the file as stored (for the
+    reference structures: a bug in the preparation must not move them).
+    """
+    images = [read_image(path) for path in samples]
+    seen = [stain_of(prepare_image(image), dataset) for image in images]
+    level = float(np.median(seen))
+    stored = [stain_of(image, dataset) for image in images]
+    return save_detector(tmp_path / "detector.hdf5", dataset, level), level, seen, stored
+
+
+def minmax(values):
+    """`values` scaled to [0, 1] (all zeros when constant)."""
+    low, high = values.min(), values.max()
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def expected_maps(stain, level):
+    """The detector's eight Grad-CAM maps of class 0, written plainly, float64 (8, H, W).
+
+    Layer ``l`` of the detector holds the stain above `level`, max-pooled over
+    ``s x s`` cells (s = 1, 1, 2, 2, 4, 4, 8, 8), times a positive factor; its
+    Grad-CAM map is that times another positive factor, each cell repeated
+    ``s`` times (trailing pixels that pooling dropped repeat the last cell).
+    Scaled to [0, 1], as ``local_maps(normalize=True)`` does.
+    """
+    above = np.maximum(stain.astype(np.float64) - level, 0.0)
+    height, width = above.shape
+    maps = []
+    for stride in (1, 1, 2, 2, 4, 4, 8, 8):
+        rows, cols = height // stride, width // stride
+        pooled = above[:rows * stride, :cols * stride].reshape(rows, stride, cols, stride).max(axis=(1, 3))
+        upsampled = pooled.repeat(stride, axis=0).repeat(stride, axis=1)
+        upsampled = np.pad(upsampled, ((0, height - rows * stride), (0, width - cols * stride)), mode="edge")
+        maps.append(minmax(upsampled))
+    return np.stack(maps)
+
+
+def check_maps(out, stem, stain, level, num_classes):
+    """Saved maps: shape, finite, class 0 equal to :func:`expected_maps` (up to scale), other classes zero."""
+    with h5py.File(out / f"{stem}_maps.h5", "r") as file:
+        maps = file["maps"][()]
+    assert maps.shape == (num_classes, 8) + stain.shape and np.isfinite(maps).all()
+    scaled = np.stack([minmax(layer.astype(np.float64)) for layer in maps[0]])
+    np.testing.assert_allclose(scaled, expected_maps(stain, level), atol=1e-4, err_msg=f"{stem}: maps")
+    assert not maps[1:].any(), f"{stem}: maps of a class without evidence"
 
 
 def reference_structures(stain):
@@ -130,10 +175,17 @@ def check_masks(out, stem, stain, expected_masks):
     return value
 
 
-def copy_sample(sample, folder):
+def copy_samples(samples, folder):
     folder.mkdir()
-    (folder / sample.name).write_bytes(sample.read_bytes())
+    for sample in samples:
+        (folder / sample.name).write_bytes(sample.read_bytes())
     return folder
+
+
+def classes_of(dataset):
+    """Number of classes of the detector for `dataset`, and number of masks predict writes."""
+    num_classes = 1 if get_dataset(dataset).num_classes == 1 else 2
+    return num_classes, 1 if dataset == "ctc" else num_classes
 
 
 SAMPLES = [("ctc", "Fluo-N2DH-GOWT1_01_t013.tif"), ("ctc", "PhC-C2DH-U373_02_t004.tif"),
@@ -145,48 +197,42 @@ SAMPLES = [("ctc", "Fluo-N2DH-GOWT1_01_t013.tif"), ("ctc", "PhC-C2DH-U373_02_t00
 @pytest.mark.parametrize("dataset, file_name", SAMPLES, ids=[f"{d}-{f[:12]}" for d, f in SAMPLES])
 def test_masks_land_on_structures(upstream_samples, tmp_path, dataset, file_name):
     sample = upstream_samples / FOLDERS[dataset] / file_name
-    zoo, stain = sample_detector(tmp_path, dataset, sample)
-    images = copy_sample(sample, tmp_path / "images")
+    zoo, level, [seen], [stored] = sample_detector(tmp_path, dataset, [sample])
+    images = copy_samples([sample], tmp_path / "images")
     summary = predict_folder(zoo, images, tmp_path / "out", dataset, device="cpu", save_maps=True,
                              progress=False)
     assert summary["failed"] == {} and summary["done"] == [file_name]
-    num_classes = 1 if get_dataset(dataset).num_classes == 1 else 2
-    check_masks(tmp_path / "out", sample.stem, stain, 1 if dataset == "ctc" else num_classes)
-    with h5py.File(tmp_path / "out" / f"{sample.stem}_maps.h5", "r") as file:
-        maps = file["maps"][()]
-    assert maps.shape == (num_classes, 8) + stain.shape and np.isfinite(maps).all()
-    assert maps[0].max(axis=(1, 2)).min() > 0, "a layer map of the present class is zero everywhere"
+    num_classes, num_masks = classes_of(dataset)
+    check_maps(tmp_path / "out", sample.stem, seen, level, num_classes)
+    check_masks(tmp_path / "out", sample.stem, stored, num_masks)
     result = json.loads((tmp_path / "out" / f"{sample.stem}_result.json").read_text())
-    assert result["predicted"][0] and result["count"][0] >= 1
+    assert result["predicted"] == [True] + [False] * (num_classes - 1) and result["count"][0] >= 1
 
 
 def test_actin_samples_through_the_cli(upstream_samples, tmp_path, capsys):
     samples = sorted((upstream_samples / "actin").glob("*.tif"))
-    stains = [stain_of(prepare_image(read_image(path)), "actin") for path in samples]
-    zoo = save_detector(tmp_path / "detector.hdf5", "actin", float(np.median(stains)))
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in samples:
-        (images / path.name).write_bytes(path.read_bytes())
-    status = cli.main(["predict", "--quiet", "--model", str(zoo), "--input", str(images),
+    zoo, level, seen, stored = sample_detector(tmp_path, "actin", samples)
+    images = copy_samples(samples, tmp_path / "images")
+    status = cli.main(["predict", "--quiet", "--model", str(zoo), "--input", str(images), "--maps",
                        "--output", str(tmp_path / "out"), "--recipe", "actin", "--device", "cpu"])
     assert status == 0, capsys.readouterr().err
-    for path, stain in zip(samples, stains):
-        check_masks(tmp_path / "out", path.stem, stain, 2)
+    for path, stain, stain_stored in zip(samples, seen, stored):
+        check_maps(tmp_path / "out", path.stem, stain, level, 2)
+        check_masks(tmp_path / "out", path.stem, stain_stored, 2)
 
 
 def test_tiled_prediction_stays_on_the_structures(upstream_samples, tmp_path):
     sample = upstream_samples / "actin" / "image1.tif"
-    zoo, stain = sample_detector(tmp_path, "actin", sample)
-    images = copy_sample(sample, tmp_path / "images")
+    zoo, _, _, [stored] = sample_detector(tmp_path, "actin", [sample])
+    images = copy_samples([sample], tmp_path / "images")
     predict_folder(zoo, images, tmp_path / "whole", "actin", device="cpu", progress=False)
     predict_folder(zoo, images, tmp_path / "tiled", "actin", device="cpu", tile=96, overlap=24, progress=False)
-    check_masks(tmp_path / "tiled", sample.stem, stain, 2)
+    check_masks(tmp_path / "tiled", sample.stem, stored, 2)
     whole, tiled = read_masks(tmp_path / "whole", sample.stem)[0], read_masks(tmp_path / "tiled", sample.stem)[0]
     assert (whole & tiled).sum() / (whole | tiled).sum() > 0.5
 
 
-def disc_image(dataset, shape=(200, 296), centre=(60, 210), radius=22, strength=0.8):
+def disc_image(dataset, shape=(203, 298), centre=(60, 210), radius=22, strength=0.8):
     """A (C, H, W) float32 image whose stain is `strength` inside a disc and 0 elsewhere, with its disc."""
     rows, cols = np.indices(shape)
     disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius ** 2
@@ -204,11 +250,14 @@ def test_one_disc_is_found_and_a_blank_image_gives_nothing(tmp_path, dataset):
     images.mkdir()
     for name, pixels in [("disc.tif", image), ("blank.tif", np.zeros_like(image))]:
         tifffile.imwrite(images / name, pixels, photometric="minisblack", metadata={"axes": "CYX"})
-    summary = predict_folder(zoo, images, tmp_path / "out", dataset, device="cpu", progress=False)
+    summary = predict_folder(zoo, images, tmp_path / "out", dataset, device="cpu", save_maps=True,
+                             progress=False)
     assert summary["failed"] == {}
-    mask = read_masks(tmp_path / "out", "disc")[0]
-    assert mask.any()
-    value, precision, chance = lift(mask, disc)
+    num_classes, num_masks = classes_of(dataset)
+    check_maps(tmp_path / "out", "disc", stain_of(image, dataset), 0.0, num_classes)
+    mask = read_masks(tmp_path / "out", "disc")
+    assert mask.shape == (num_masks,) + disc.shape and mask[0].any() and not mask[1:].any()
+    value, precision, chance = lift(mask[0], disc)
     assert value >= MIN_LIFT, f"precision {precision:.3f}, chance {chance:.3f}"
     blank = json.loads((tmp_path / "out" / "blank_result.json").read_text())
     assert not any(blank["predicted"]) and max(blank["probability"]) < 0.5
