@@ -425,8 +425,10 @@ inputs.mkdir(parents=True, exist_ok=True)
 for i in range(min(3, len(images))):
     tifffile.imwrite(inputs / f"crop{i}.tif", images[i, 0])
 (inputs / "broken.tif").write_text("not an image")
-status = cli.main(["predict", "--model", str(model_path), "--input", str(inputs), "--output", str(outputs),
-                   "--recipe", "actin", "--device", str(device), "--overwrite", "--quiet"])
+# paths relative to this notebook's folder, so that messages read like the ones you would type
+status = cli.main(["predict", "--model", os.path.relpath(model_path), "--input", os.path.relpath(inputs),
+                   "--output", os.path.relpath(outputs), "--recipe", "actin", "--device", str(device),
+                   "--overwrite", "--quiet"])
 with open(outputs / "results.csv") as handle:
     rows = list(csv.DictReader(handle))
 print(f"exit status {status} (1: some files failed)")
