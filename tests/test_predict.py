@@ -149,6 +149,8 @@ def test_prepare_image_auto_rescales_whole_numbers_only():
 @pytest.mark.parametrize("dataset, folder_name", [("ctc", "cell-tracking-challenge"), ("em", "em"),
                                                   ("mnist", "mnist"), ("pvivax", "pvivax")])
 def test_published_samples_of_every_dataset(upstream_samples, tmp_path, capsys, dataset, folder_name):
+    """Every data set's zoo layout and recipe runs on a real crop (shapes only: where the
+    masks land is checked with hand-built detectors in test_sample_masks.py)."""
     from micranet_utils import MICRANet, get_dataset
 
     info = get_dataset(dataset)
