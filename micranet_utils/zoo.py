@@ -28,7 +28,24 @@ from .network import MICRANet
 DEFAULT_GROUP = "MICRANet"
 
 
-def _open(path):
+def open_zoo(path):
+    """Open a zoo file read-only with h5py, or raise :class:`ZooError` saying why not.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    h5py.File
+        Use it as a context manager (``with open_zoo(path) as file:``).
+
+    Raises
+    ------
+    ZooError
+        No such file, a folder, an empty file, or not readable as HDF5 (truncated,
+        another format), naming the file.
+    """
     path = Path(path)
     if not path.exists():
         raise ZooError(f"{path}: no such model file")
@@ -101,7 +118,7 @@ def list_models(path, group=None):
     dict of str to list of str
         Architecture group name -> model names inside it.
     """
-    with _open(path) as file:
+    with open_zoo(path) as file:
         groups = [group] if group else list(file.keys())
         return {g: list(file[g].keys()) for g in groups if isinstance(file.get(g), h5py.Group)}
 
@@ -141,7 +158,7 @@ def _check_state_dict(path, where, state, model):
 
 def _read_model(path, name, group):
     """:func:`read_group`, plus the HDF5 path of the model read (for error messages)."""
-    with _open(path) as file:
+    with open_zoo(path) as file:
         if group is None:
             candidates = [g for g in file.keys() if g.startswith(DEFAULT_GROUP)]
             group = DEFAULT_GROUP if DEFAULT_GROUP in file else _pick(candidates, "MICRANet group", path, None)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import randomise_batchnorm
 
 os.environ.setdefault("MICRANET_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -34,12 +35,4 @@ def random_model():
     """An Actin-shaped MICRA-Net with random weights and non-trivial BatchNorm statistics."""
     from micranet_utils import MICRANet
 
-    model = MICRANet(num_classes=2, in_channels=1)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
-    return model.eval()
+    return randomise_batchnorm(MICRANet(num_classes=2, in_channels=1), seed=1)

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from model_helpers import randomise_batchnorm
 from original_unet import original_unet
 from torch.utils.data import TensorDataset
 
@@ -14,20 +15,9 @@ from micranet_utils.baselines.ilastik import extract_ilastik_project
 from micranet_utils.errors import ZooError
 
 
-def _randomise_batchnorm(model, seed=3):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
-    return model.eval()
-
-
 @pytest.fixture
 def actin_unet():
-    return _randomise_batchnorm(unet.UNet(**unet.ACTIN_MODEL_PARAMS))
+    return randomise_batchnorm(unet.UNet(**unet.ACTIN_MODEL_PARAMS), seed=3)
 
 
 def test_unet_equals_original_forward_with_original_key_names(actin_unet):
@@ -165,6 +155,11 @@ def test_extract_ilastik_project_without_group_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == [zoo]
     with pytest.raises(ZooError, match="no such model file"):
         extract_ilastik_project(tmp_path / "absent.hdf5", tmp_path / "out.ilp")
+    text = tmp_path / "notes.hdf5"
+    text.write_text("not a zoo")
+    with pytest.raises(ZooError, match="notes.hdf5: not a readable HDF5 file"):
+        extract_ilastik_project(text, tmp_path / "out.ilp")
+    assert not (tmp_path / "out.ilp").exists()
 
 
 # --- Mask R-CNN -------------------------------------------------------------------------------

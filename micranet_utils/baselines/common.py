@@ -164,6 +164,34 @@ def predict_batched(model, images, batch_size=16, device="cpu"):
     return np.concatenate(outputs).astype(np.float32)
 
 
+def load_weights(model, state, path, group, what):
+    """``model.load_state_dict(state, strict=True)``; a mismatch becomes a :class:`ZooError`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    state : dict of str to Tensor
+        From :func:`micranet_utils.zoo.read_group`.
+    path : str or Path
+        The zoo file, for the message.
+    group : str
+        Its group, for the message.
+    what : str
+        What the group should hold, for the message, e.g. ``"U-Net weights for {...}"``.
+
+    Returns
+    -------
+    torch.nn.Module
+        `model`, its weights loaded.
+    """
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ZooError(f"{path}: group {group!r} does not hold {what}: {first}") from None
+    return model
+
+
 def cached_zoo(models, name, fast, read_params, train_and_save):
     """Reuse a trained demo model or train it, with the lessons' fast/full rule.
 
@@ -198,6 +226,47 @@ def cached_zoo(models, name, fast, read_params, train_and_save):
     target = quick if fast else full
     train_and_save(target)
     return target
+
+
+def ensure_demo_baseline(name, table, read_params, train_and_save, work_dir=None, fast=None, seed=0):
+    """A demo baseline of the lessons: reuse ``<work_dir>/models/<name>.hdf5`` or train it.
+
+    What the ``ensure_demo_*`` functions of the baselines share: the demo data
+    (generated when missing), the training settings of the mode, and the cache
+    rule of :func:`cached_zoo`.
+
+    Parameters
+    ----------
+    name : str
+        File stem, e.g. ``"demo_unet"``.
+    table : dict
+        The baseline's ``DEMO_SETTINGS``: ``"full"`` and ``"fast"`` -> training settings.
+    read_params : callable
+        ``read_params(path) -> trainer_params``; raises :class:`ZooError` on a bad file.
+    train_and_save : callable
+        ``train_and_save(target, splits, settings, fast)``: trains on the demo
+        `splits` (split name -> file) with `settings` (the mode's row of `table`
+        plus the crop ``size``) and writes the zoo file `target` atomically.
+    work_dir : str or Path, optional
+        Default :func:`micranet_utils.lessons.work_dir`.
+    fast : bool, optional
+        Default: the ``MICRANET_FAST`` setting. Fast mode reuses a full-mode model
+        if one exists, else trains its own ``-fast`` file.
+    seed : int
+        Seed of the demo data.
+
+    Returns
+    -------
+    Path
+        The model-zoo file.
+    """
+    from .. import lessons
+
+    fast = lessons.is_fast() if fast is None else bool(fast)
+    work, splits = demo_paths(work_dir, fast, seed)
+    settings = demo_settings(table, fast)
+    return cached_zoo(work / "models", name, fast, read_params,
+                      lambda target: train_and_save(target, splits, settings, fast))
 
 
 def demo_paths(work_dir, fast, seed):

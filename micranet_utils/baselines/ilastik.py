@@ -17,6 +17,7 @@ import h5py
 
 from ..errors import ZooError
 from ..files import atomic_path
+from ..zoo import open_zoo
 
 DEFAULT_GROUPS = ("Ilastik", "Ilastik-FS")
 """tuple of str: groups holding an Ilastik project in the published zoos (Actin, CTC)."""
@@ -46,13 +47,7 @@ def extract_ilastik_project(zoo_path, output, group=None):
         When the file is not HDF5 or holds no such group.
     """
     zoo_path, output = Path(zoo_path), Path(output)
-    if not zoo_path.is_file():
-        raise ZooError(f"{zoo_path}: no such model file")
-    try:
-        source = h5py.File(zoo_path, "r")
-    except OSError as err:
-        raise ZooError(f"{zoo_path}: not a readable HDF5 file ({err})") from None
-    with source:
+    with open_zoo(zoo_path) as source:
         if group is None:
             present = [name for name in DEFAULT_GROUPS if name in source]
             if not present:

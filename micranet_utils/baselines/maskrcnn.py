@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ZooError
 from ..zoo import read_group, save_zoo
 from . import common
 
@@ -335,12 +334,7 @@ def load_maskrcnn(path, name=None, group=GROUP, device="cpu"):
     in_channels = int(config.pop("num_input_images", 1))
     config.setdefault("backbone", "resnet50")
     model = build_maskrcnn(num_classes=num_classes, in_channels=in_channels, **config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ZooError(f"{path}: group {group!r} does not hold Mask R-CNN weights for "
-                       f"{config['backbone']}: {first}") from None
+    common.load_weights(model, state, path, group, f"Mask R-CNN weights for {config['backbone']}")
     return model.to(device).eval(), params
 
 
@@ -365,29 +359,14 @@ def _spread(length, count):
 def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
     """The lessons' Mask R-CNN trained on the demo crops: reuse ``<work_dir>/models/demo_maskrcnn.hdf5`` or train it.
 
-    Parameters
-    ----------
-    work_dir : str or Path, optional
-    fast : bool, optional
-        Default: the ``MICRANET_FAST`` setting. Fast mode reuses a full-mode model if one exists, else trains its own ``-fast`` file.
-    seed : int
-    progress : bool
-
-    Returns
-    -------
-    Path
-        The model-zoo file (group ``"MaskRCNN"``); its trainer_params hold ``train_seconds``.
+    Arguments and cache rule as :func:`~micranet_utils.baselines.unet.ensure_demo_unet`;
+    returns the model-zoo file (group ``"MaskRCNN"``), whose trainer_params hold ``train_seconds``.
     """
     from torch.utils.data import Subset
 
-    from .. import lessons
     from ..data import CropDataset
 
-    fast = lessons.is_fast() if fast is None else bool(fast)
-    work, splits = common.demo_paths(work_dir, fast, seed)
-    settings = common.demo_settings(DEMO_SETTINGS, fast)
-
-    def train_and_save(target):
+    def train_and_save(target, splits, settings, fast):
         size = settings["size"]
         train = InstanceCrops(CropDataset(splits["training"], size=size), augment=settings["augment"], seed=seed)
         valid = InstanceCrops(CropDataset(splits["validation"], size=size))
@@ -400,8 +379,8 @@ def ensure_demo_maskrcnn(work_dir=None, fast=None, seed=0, progress=True):
         save_maskrcnn(target, model, {**info["params"], "demo_fast": fast,
                                       "hdf5_training_path": str(splits["training"])})
 
-    return common.cached_zoo(work / "models", "demo_maskrcnn", fast, lambda path: read_group(path, group=GROUP)[1],
-                             train_and_save)
+    return common.ensure_demo_baseline("demo_maskrcnn", DEMO_SETTINGS, lambda path: read_group(path, group=GROUP)[1],
+                                       train_and_save, work_dir, fast, seed)
 
 
 def backbone_forward(model, batch):

@@ -23,10 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import ZooError
 from ..zoo import read_group, save_zoo
 from . import common
-from .common import demo_settings
 
 GROUP = "UNet"
 """str: HDF5 group of the U-Net weights in a model zoo (as in ``ActinModelZoo.hdf5``)."""
@@ -253,12 +251,7 @@ def load_unet(path, name=None, group=GROUP, device="cpu"):
     model_params = {**ACTIN_MODEL_PARAMS, **{k: v for k, v in (params.get("model_params") or {}).items()
                                             if k in ACTIN_MODEL_PARAMS}}
     model = UNet(**{k: int(v) for k, v in model_params.items()})
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ZooError(f"{path}: group {group!r} does not hold U-Net weights for {model_params}: "
-                       f"{first}") from None
+    common.load_weights(model, state, path, group, f"U-Net weights for {model_params}")
     return model.to(device).eval(), params
 
 
@@ -292,7 +285,8 @@ def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
     work_dir : str or Path, optional
         Default :func:`micranet_utils.lessons.work_dir`.
     fast : bool, optional
-        Default: the ``MICRANET_FAST`` setting. Fast mode reuses a full-mode model if one exists, else trains its own ``-fast`` file.
+        Default: the ``MICRANET_FAST`` setting. Fast mode reuses a full-mode model if one
+        exists, else trains its own ``-fast`` file (see :func:`.common.ensure_demo_baseline`).
     seed : int
     progress : bool
 
@@ -301,14 +295,9 @@ def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
     Path
         The model-zoo file (group ``"UNet"``); its trainer_params hold ``train_seconds``.
     """
-    from .. import lessons
     from ..data import CropDataset
 
-    fast = lessons.is_fast() if fast is None else bool(fast)
-    work, splits = common.demo_paths(work_dir, fast, seed)
-    settings = demo_settings(DEMO_SETTINGS, fast)
-
-    def train_and_save(target):
+    def train_and_save(target, splits, settings, fast):
         crops = dict(size=settings["size"], return_masks=True)
         train = CropDataset(splits["training"], augment=settings["augment"], seed=seed, **crops)
         valid = CropDataset(splits["validation"], **crops)
@@ -317,5 +306,5 @@ def ensure_demo_unet(work_dir=None, fast=None, seed=0, progress=True):
         save_unet(target, model, {**info["params"], "demo_fast": fast,
                                   "hdf5_training_path": str(splits["training"])})
 
-    return common.cached_zoo(work / "models", "demo_unet", fast, lambda path: load_unet(path)[1],
-                             train_and_save)
+    return common.ensure_demo_baseline("demo_unet", DEMO_SETTINGS, lambda path: load_unet(path)[1],
+                                       train_and_save, work_dir, fast, seed)
