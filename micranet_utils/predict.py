@@ -32,7 +32,11 @@ percentiles, as ``micranet make-dataset`` does for training on your own data.
 Large images (``--tile``). An image larger than the tile side is cut into
 overlapping square tiles; the maps of the tiles are averaged where they
 overlap, and a class is present in the image when any tile finds it (the
-largest logit is kept). The recipe then runs once on the stitched maps.
+largest logit is kept). Where the data set min-max normalises its maps
+(Actin, CTC, MNIST), the stitched maps are normalised over the whole image,
+as an untiled image is: normalising each tile on its own would stretch the
+faint background of a tile without structures to the range of the
+structures elsewhere. The recipe then runs once on the stitched maps.
 
 Published zoos with several groups: EM uses ``MICRANet-1:5`` and P. vivax
 ``MICRANet-finetuned`` when ``--group`` is not given. P. vivax's group holds
@@ -112,13 +116,14 @@ def tiled_maps(model, image, tile=1024, overlap=128, normalize=True, device=None
     tile, overlap : int
         Tile side and overlap between neighbouring tiles, in pixels.
     normalize : bool
-        Min-max normalise each map (see :func:`micranet_utils.gradcam.local_maps`).
+        Min-max normalise each map over the whole image (see
+        :func:`micranet_utils.gradcam.local_maps`).
     device : str or torch.device, optional
 
     Returns
     -------
     maps : ndarray of float32, shape (C, 8, H, W)
-        Averaged over tiles where they overlap.
+        Averaged over tiles where they overlap, then normalised (if `normalize`).
     logits : ndarray of float32, shape (C,)
         Largest logit over the tiles, per class.
     """
@@ -138,11 +143,15 @@ def tiled_maps(model, image, tile=1024, overlap=128, normalize=True, device=None
         for x in cols:
             window = (slice(y, y + tile), slice(x, x + tile))
             maps, tile_logits = local_maps(model, image[None, :, window[0], window[1]],
-                                           normalize=normalize, device=device)
+                                           normalize=False, device=device)
             total[(...,) + window] += maps[0]
             weight[window] += 1
             logits = np.maximum(logits, tile_logits[0])
-    return total / weight, logits
+    total /= weight
+    if normalize:                                   # as local_maps does, over the stitched image
+        low, high = total.min(axis=(2, 3), keepdims=True), total.max(axis=(2, 3), keepdims=True)
+        total = (total - low) / (high - low + 1e-12)
+    return total, logits
 
 
 def overlay(image, masks):

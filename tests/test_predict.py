@@ -138,6 +138,22 @@ def test_tiles_cover_the_image_and_keep_the_largest_logit(random_model):
     np.testing.assert_allclose(whole_logits, local_maps(random_model, image[None])[1][0], rtol=1e-5)
 
 
+def test_stitched_maps_are_normalised_over_the_whole_image(random_model):
+    image = np.random.default_rng(2).random((1, 100, 150)).astype(np.float32)
+    total, count = np.zeros((2, 8, 100, 150)), np.zeros((100, 150))
+    for y in (0, 36):
+        for x in (0, 48, 86):
+            total[..., y:y + 64, x:x + 64] += local_maps(random_model, image[None, :, y:y + 64, x:x + 64],
+                                                         normalize=False)[0][0]
+            count[y:y + 64, x:x + 64] += 1
+    raw, _ = tiled_maps(random_model, image, tile=64, overlap=16, normalize=False)
+    np.testing.assert_allclose(raw, total / count, rtol=1e-4, atol=1e-6)
+    low, high = raw.min(axis=(2, 3), keepdims=True), raw.max(axis=(2, 3), keepdims=True)
+    maps, _ = tiled_maps(random_model, image, tile=64, overlap=16)
+    flat = high == low                                      # e.g. a 4b map that is zero everywhere
+    np.testing.assert_allclose(maps, np.where(flat, 0.0, raw - low) / np.where(flat, 1.0, high - low), atol=1e-5)
+
+
 def test_prepare_image_auto_rescales_whole_numbers_only():
     counts = np.array([[[0, 100], [4000, 65535]]], np.float32)
     assert prepare_image(counts).max() <= 1.0
