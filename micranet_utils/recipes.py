@@ -43,21 +43,27 @@ Differences from the original scripts, on purpose (see the reference, §11):
 
 CTC masks follow the original's class pairs: ``segment`` returns C / 2 masks,
 mask k holding the pixels where class 2k scores clearly above class 2k + 1.
+
+The per-image threshold rules of step 4 are in :mod:`micranet_utils.thresholds`;
+masks become objects and counts in :mod:`micranet_utils.detection` (:func:`detect`,
+:func:`count` and :func:`labels_from_masks` are importable from here too).
 """
 
 import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+
+from ._arrays import to_numpy
+from .detection import Objects, count, detect, labels_from_masks
+from .thresholds import BIN, block_mask, otsu_mask, pair_masks, peak_mask, quantile_mask
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "foreground", "pca_scores", "combined_map", "score_maps",
            "threshold_scores", "segment", "labels_from_masks", "Objects", "detect", "count"]
 
 LAYER_4B = 7          # index of the deepest layer, the gate
-BIN = 8               # foreground bins and MNIST blocks, in pixels
 THRESHOLDS = ("quantile", "pair_otsu", "peak", "blocks", "otsu")
 
 
@@ -225,21 +231,10 @@ def _combined_map(maps, image, recipe):
     return scores
 
 
-def _to_numpy(array, name, ndim, dtype=np.float32):
-    if array is None:
-        return None
-    if hasattr(array, "detach"):
-        array = array.detach().cpu().numpy()
-    array = np.asarray(array, dtype)
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions; got shape {array.shape}")
-    return array
-
-
 def _check(maps, predicted, images, recipe):
-    maps = _to_numpy(maps, "maps (B, C, 8, H, W)", 5)
-    predicted = _to_numpy(predicted, "predicted (B, C)", 2, bool)
-    images = _to_numpy(images, "images (B, channels, H, W)", 4)
+    maps = to_numpy(maps, "maps (B, C, 8, H, W)", 5)
+    predicted = to_numpy(predicted, "predicted (B, C)", 2, bool)
+    images = to_numpy(images, "images (B, channels, H, W)", 4)
     if maps.shape[2] != 8:
         raise ValueError(f"maps must hold the 8 layers on axis 2; got shape {maps.shape}")
     if predicted.shape != maps.shape[:2]:
@@ -285,80 +280,6 @@ def score_maps(maps, predicted, images=None, recipe="actin", **overrides):
     return scores
 
 
-def _quantile_mask(score, recipe):
-    return score > np.quantile(score, recipe.quantile)
-
-
-def _image_otsu_mask(score, recipe):
-    """The ``otsu`` option: pixels strictly above Otsu's threshold of this image's map."""
-    return _otsu_mask(score, strict=True)
-
-
-def _otsu_mask(values, strict=False):
-    """Pixels above Otsu's threshold; a constant array has no two classes: none above."""
-    low, high = values.min(), values.max()
-    if high <= low:
-        return np.zeros(values.shape, bool)
-    level = threshold_otsu(values)
-    return values > level if strict else values >= level
-
-
-def _pair_masks(scores):
-    """CTC: (C, H, W) scores -> (C/2, H, W): class 2k minus class 2k+1 above Otsu of its non-zero values."""
-    masks = np.zeros((len(scores) // 2,) + scores.shape[1:], bool)
-    for k, difference in enumerate(scores[0::2] - scores[1::2]):
-        nonzero = difference != 0
-        if nonzero.any():
-            values = difference[nonzero]
-            level = threshold_otsu(values) if values.max() > values.min() else values[0]
-            masks[k] = difference >= level
-    return masks
-
-
-def _fill_small_holes(binary, max_area):
-    """Fill the 4-connected background regions smaller than `max_area` pixels."""
-    holes, count = ndimage.label(~binary)
-    small = np.bincount(holes.ravel(), minlength=count + 1) < max_area
-    small[0] = False
-    return binary | small[holes]
-
-
-def _peak_mask(score, recipe):
-    """EM, P. vivax: the one thresholded object around the highest value of `score`."""
-    padded = np.pad(score.astype(np.float64), 1)
-    peak = np.unravel_index(np.argmax(padded), padded.shape)
-    smooth = ndimage.gaussian_filter(padded, recipe.peak_sigma, mode="nearest", truncate=4.0)
-    if recipe.peak_quantile is not None:
-        binary = smooth > np.quantile(smooth, recipe.peak_quantile)
-    elif np.any(smooth):
-        binary = _otsu_mask(smooth)
-    else:
-        binary = np.zeros(smooth.shape, bool)
-    binary = _fill_small_holes(binary, recipe.hole_area)
-    labels, count = ndimage.label(binary, structure=np.ones((3, 3)))
-    chosen = labels[peak]
-    if chosen == 0 and count:
-        # the peak sits in a hole: take the innermost object whose filled outline encloses it
-        enclosing = [(np.count_nonzero(filled), j) for j in range(1, count + 1)
-                     if (filled := ndimage.binary_fill_holes(labels == j))[peak]]
-        chosen = min(enclosing)[1] if enclosing else 0
-    return (labels == chosen)[1:-1, 1:-1] if chosen else np.zeros(score.shape, bool)
-
-
-def _block_mask(values):
-    """MNIST: Otsu inside the 8x8 blocks whose range is above Otsu of all block ranges."""
-    height, width = values.shape
-    rows, cols = -(-height // BIN), -(-width // BIN)
-    padded = np.zeros((rows * BIN, cols * BIN))
-    padded[:height, :width] = values
-    blocks = padded.reshape(rows, BIN, cols, BIN).transpose(0, 2, 1, 3)
-    spread = blocks.max(axis=(2, 3)) - blocks.min(axis=(2, 3))
-    mask = np.zeros_like(blocks, bool)
-    for j, i in np.argwhere(_otsu_mask(spread, strict=True)):
-        mask[j, i] = _otsu_mask(blocks[j, i], strict=True)
-    return mask.transpose(0, 2, 1, 3).reshape(padded.shape)[:height, :width]
-
-
 def _component_masks(maps, recipe):
     """MNIST: block-Otsu each 4-connected 4b component whose box reaches `min_certainty` in 4b."""
     deepest = maps[LAYER_4B]
@@ -370,7 +291,7 @@ def _component_masks(maps, recipe):
     for j, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None or deepest[box].max() < recipe.min_certainty:
             continue
-        mask[box] |= _block_mask(np.where(labels[box] == j, scores[box], 0.0))
+        mask[box] |= block_mask(np.where(labels[box] == j, scores[box], 0.0))
     return mask
 
 
@@ -394,15 +315,24 @@ def threshold_scores(scores, predicted, recipe="actin", **overrides):
     scores = np.asarray(scores)
     predicted = np.asarray(predicted, bool)
     if recipe.threshold == "pair_otsu":
-        return np.stack([_pair_masks(image) for image in scores])
+        return np.stack([pair_masks(image) for image in scores])
     if recipe.threshold == "blocks":
         raise ValueError("the 'blocks' recipe works on the maps: call segment(maps, ...)")
-    mask_of = {"quantile": _quantile_mask, "otsu": _image_otsu_mask, "peak": _peak_mask}[recipe.threshold]
+    mask_of = _image_rule(recipe)
     masks = np.zeros(scores.shape, bool)
     for b, c in np.argwhere(predicted):
         if np.any(scores[b, c]):
-            masks[b, c] = mask_of(scores[b, c], recipe)
+            masks[b, c] = mask_of(scores[b, c])
     return masks
+
+
+def _image_rule(recipe):
+    """The recipe's threshold rule for one image's map: (H, W) -> bool (H, W)."""
+    if recipe.threshold == "quantile":
+        return lambda score: quantile_mask(score, recipe.quantile)
+    if recipe.threshold == "otsu":
+        return lambda score: otsu_mask(score, strict=True)
+    return lambda score: peak_mask(score, recipe.peak_sigma, recipe.peak_quantile, recipe.hole_area)
 
 
 def segment(maps, predicted, images=None, recipe="actin", **overrides):
@@ -442,88 +372,3 @@ def segment(maps, predicted, images=None, recipe="actin", **overrides):
     for b, c in np.argwhere(predicted):
         masks[b, c] = _component_masks(maps[b, c], recipe)
     return masks
-
-
-def labels_from_masks(masks):
-    """One label image per image: 0 background, c + 1 where class c is masked.
-
-    Where classes overlap the highest class index wins (as in the original MNIST script).
-
-    Parameters
-    ----------
-    masks : ndarray of bool, shape (B, C, H, W)
-
-    Returns
-    -------
-    ndarray of int32, shape (B, H, W)
-    """
-    masks = np.asarray(masks, bool)
-    index = np.arange(1, masks.shape[1] + 1, dtype=np.int32)[None, :, None, None]
-    return (masks * index).max(axis=1).astype(np.int32)
-
-
-class Objects(NamedTuple):
-    """The connected objects of one mask.
-
-    Attributes
-    ----------
-    centroids : ndarray of float64, shape (K, 2)
-        (row, column) of each object's centre of mass.
-    boxes : ndarray of int64, shape (K, 4)
-        (min_row, min_col, max_row, max_col), max exclusive.
-    areas : ndarray of int64, shape (K,)
-        Pixels per object.
-    """
-
-    centroids: np.ndarray
-    boxes: np.ndarray
-    areas: np.ndarray
-
-
-def _objects(mask, min_area):
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    rows, cols = np.indices(mask.shape)
-    centroids = np.stack([np.bincount(labels.ravel(), rows.ravel(), count + 1)[1:],
-                          np.bincount(labels.ravel(), cols.ravel(), count + 1)[1:]], axis=1)
-    centroids = centroids / np.maximum(areas, 1)[:, None]
-    boxes = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in ndimage.find_objects(labels)],
-                     np.int64).reshape(-1, 4)
-    keep = areas >= min_area
-    return Objects(centroids[keep], boxes[keep], areas[keep].astype(np.int64))
-
-
-def detect(masks, min_area=1):
-    """The objects (8-connected components) of every mask.
-
-    Parameters
-    ----------
-    masks : ndarray of bool, shape (B, C, H, W)
-        From :func:`segment`.
-    min_area : int
-        Objects smaller than this many pixels are dropped.
-
-    Returns
-    -------
-    list (B) of list (C) of Objects
-        Centroids, boxes and areas per image and class.
-    """
-    masks = _to_numpy(masks, "masks (B, C, H, W)", 4, bool)
-    return [[_objects(mask, min_area) for mask in image] for image in masks]
-
-
-def count(masks, min_area=1):
-    """Number of objects per image and class.
-
-    Parameters
-    ----------
-    masks : ndarray of bool, shape (B, C, H, W)
-    min_area : int
-        Objects smaller than this many pixels are not counted.
-
-    Returns
-    -------
-    ndarray of int64, shape (B, C)
-    """
-    return np.array([[len(objects.areas) for objects in image] for image in detect(masks, min_area)],
-                    np.int64).reshape(np.shape(masks)[:2])

@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 from skimage.filters import gaussian, threshold_otsu
 
-from micranet_utils import recipes
+from micranet_utils import recipes, thresholds
 from micranet_utils.metrics import iou
 
 
@@ -250,7 +250,7 @@ def test_peak_recipe_picks_the_object_whose_hole_holds_the_peak():
 def test_mnist_blocks_match_plain_reference(rng):
     values = np.zeros((32, 40))
     values[4:28, 8:30] = gaussian(rng.random((24, 22)), 1.5) * 5
-    np.testing.assert_array_equal(recipes._block_mask(values), reference_block_otsu(values))
+    np.testing.assert_array_equal(thresholds.block_mask(values), reference_block_otsu(values))
 
 
 def test_mnist_segments_confident_components_only(rng):
