@@ -39,10 +39,17 @@ faint background of a tile without structures to the range of the
 structures elsewhere. The recipe then runs once on the stitched maps.
 
 Published zoos with several groups: EM uses ``MICRANet-1:5`` and P. vivax
-``MICRANet-finetuned`` when ``--group`` is not given. P. vivax's group holds
-one model per fold; ``--name MODEL/FOLD`` picks one. (The original averaged
-the folds' combined maps: in Python, average :func:`micranet_utils.recipes.score_maps`
-over the folds, then call :func:`micranet_utils.recipes.threshold_scores`.)
+``MICRANet-finetuned`` when ``--group`` is not given.
+
+Fold ensembles (``--name``). P. vivax's ``MICRANet-finetuned`` holds one model
+per fold. When the chosen model holds folds and ``--name`` does not pick one
+(``--name MODEL/FOLD`` does), every fold is used, as the original did: each
+fold's combined map (for the classes that fold calls present) is averaged over
+all folds and the mean is thresholded once (:mod:`micranet_utils.ensemble`).
+A class is then reported present when any fold calls it present, with the
+largest probability of the folds; ``<name>_result.json`` also lists each
+fold's probabilities and decisions, ``--maps`` saves the folds' mean maps,
+and ``manifest.json`` names the folds (``"folds"``, empty for one model).
 
 A file that cannot be analysed (empty, not an image, NaN pixels, wrong number
 of channels, too small) is named on stderr with the reason and skipped; the
@@ -199,31 +206,38 @@ def _write_outputs(out, stem, image, masks, maps, record, save_maps):
                 file.create_dataset("maps", data=maps, compression="gzip", compression_opts=4)
                 file.attrs["axes"] = "class, layer, y, x"
                 file.attrs["layers"] = json.dumps(["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b"])
+                if record.get("folds"):
+                    file.attrs["mean_over_folds"] = json.dumps(record["folds"])
     with atomic_path(out / f"{stem}_result.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
 
 
-def analyse_image(model, path, recipe, settings, options):
-    """Read, classify, map and segment one file. Returns (image, masks, maps, record)."""
-    from .gradcam import predicted
-    from .images import check_channels, read_image
-    from .recipes import count, segment
+def analyse_image(models, path, recipe, settings, options):
+    """Read, classify, map and segment one file with one model or a fold ensemble (a list).
 
+    Returns (image, masks, maps, record); for an ensemble the maps are the
+    folds' mean and the record also holds each fold's probabilities and decisions.
+    """
+    from .ensemble import segment_image
+    from .images import check_channels, read_image
+    from .recipes import count
+
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
     image = read_image(path, channel=options["channel"], projection=options["projection"],
                        min_size=options["min_size"])
-    check_channels(image, model.in_channels, path, options.get("dataset"))
+    check_channels(image, models[0].in_channels, path, options.get("dataset"))
     image = prepare_image(image, options["normalize"])
-    maps, logits = tiled_maps(model, image, options["tile"], options["overlap"],
-                              settings["normalize"], options["device"])
-    present = predicted(logits[None], settings["thresholds"], strict=settings["strict"])
-    masks = segment(maps[None], present, image[None], recipe)[0]
-    probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    result = segment_image(models, image, recipe, settings, options["tile"], options["overlap"], options["device"])
+    probabilities = np.round(1.0 / (1.0 + np.exp(-result.logits.astype(np.float64))), 6)
     record = {"file": path.name, "height": int(image.shape[1]), "width": int(image.shape[2]),
-              "probability": [round(float(p), 6) for p in probabilities],
-              "predicted": [bool(p) for p in present[0]],
-              "count": count(masks[None], options["min_area"])[0].tolist(),
-              "area": [int(a) for a in masks.sum(axis=(1, 2))]}
-    return image, masks, maps, record
+              "probability": probabilities.max(axis=0).tolist(),
+              "predicted": result.present.any(axis=0).tolist(),
+              "count": count(result.masks[None], options["min_area"])[0].tolist(),
+              "area": [int(a) for a in result.masks.sum(axis=(1, 2))]}
+    if len(models) > 1:
+        record.update(folds=options.get("folds"), fold_probability=probabilities.tolist(),
+                      fold_predicted=result.present.tolist())
+    return image, result.masks, result.maps, record
 
 
 def _output_stems(paths):
@@ -249,27 +263,28 @@ def _write_csv(out, records, class_names, names):
                                 + [int(p) for p in r["predicted"]] + r["count"] + r["area"])
 
 
-def _load_model(options):
+def _load_models(options):
+    """The model, or every fold of an ensemble: (models, params, fold names or [])."""
     from .datasets import DATASETS
+    from .ensemble import load_ensemble
     from .errors import ZooError
     from .lessons import pick_device
-    from .zoo import load_zoo
 
     try:
         device = pick_device(options["device"])
     except ValueError as err:
         raise MicranetError(str(err)) from None
     try:
-        model, params = load_zoo(options["model"], name=options["name"], group=options["group"], device=device)
+        loaded = load_ensemble(options["model"], name=options["name"], group=options["group"], device=device)
     except ZooError:
         # Published zoos with several groups (EM, P. vivax): try the group the data set uses.
         info = DATASETS.get(options["recipe"])
         if options["group"] is not None or info is None or info.zoo_group == "MICRANet":
             raise
-        model, params = load_zoo(options["model"], name=options["name"], group=info.zoo_group, device=device)
+        loaded = load_ensemble(options["model"], name=options["name"], group=info.zoo_group, device=device)
         options["group"] = info.zoo_group
     options["device"] = str(device)
-    return model, params
+    return loaded
 
 
 def predict_folder(model, input, output, recipe="actin", *, name=None, group=None, device="auto",
@@ -280,7 +295,9 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
     Parameters
     ----------
     model : str or Path
-        ModelZoo HDF5 file (``name`` and ``group`` as in :func:`micranet_utils.load_zoo`).
+        ModelZoo HDF5 file (``name`` and ``group`` as in :func:`micranet_utils.load_zoo`);
+        a model holding folds is used as an ensemble unless ``name`` picks one
+        fold as ``"MODEL/FOLD"`` (see the module notes).
     input : str or Path
         Folder of images (TIFF, PNG, JPEG, ...) or one image file.
     output : str or Path
@@ -301,7 +318,7 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
     from . import __version__
     from .datasets import DATASETS
     from .files import atomic_path
-    from .gradcam import original_settings
+    from .ensemble import gradcam_settings
     from .images import IMAGE_SUFFIXES, find_images
     from .recipes import get_recipe
 
@@ -331,15 +348,15 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
         if changed:
             raise MicranetError(f"{out}: holds results made with other options ({', '.join(changed)}); "
                                 "use --overwrite or another output folder")
-    net, params = _load_model(options)
+    nets, params, options["folds"] = _load_models(options)
     sha256 = file_sha256(model)
-    settings = original_settings(recipe.name, params) if recipe.name in DATASETS else \
-        {"normalize": True, "thresholds": 0.5, "strict": True}
+    settings = gradcam_settings(recipe.name, params)
     options["dataset"] = recipe.name if recipe.name in DATASETS else None
     class_names = params.get("class_names") or (DATASETS[recipe.name].class_names
                                                 if recipe.name in DATASETS else None)
-    if not class_names or len(class_names) != net.num_classes:
-        class_names = [f"class{i}" for i in range(net.num_classes)]
+    num_classes = nets[0].num_classes
+    if not class_names or len(class_names) != num_classes:
+        class_names = [f"class{i}" for i in range(num_classes)]
     out.mkdir(parents=True, exist_ok=True)
     summary = {"done": [], "skipped": [], "failed": {}, "ignored": ignored}
     for file_name in ignored:
@@ -352,7 +369,7 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
             summary["skipped"].append(path.name)
             continue
         try:
-            image, masks, maps, record = analyse_image(net, path, recipe, settings, options)
+            image, masks, maps, record = analyse_image(nets, path, recipe, settings, options)
             _write_outputs(out, stem, image, masks, maps, record, save_maps)
         except MicranetError as err:
             reason = str(err)
@@ -370,7 +387,7 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
 
     manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": kept, "device": options["device"],
                 "model_sha256": sha256, "recipe": asdict(recipe), "class_names": list(class_names),
-                "masks": mask_names(class_names, recipe), "gradcam": settings,
+                "masks": mask_names(class_names, recipe), "gradcam": settings, "folds": options["folds"],
                 "versions": {"micranet_utils": __version__, "torch": torch.__version__, "numpy": np.__version__},
                 "images": [p.name for p in paths if p.name in records], "failed": summary["failed"],
                 "ignored": ignored}
@@ -390,7 +407,8 @@ def cli_arguments(parser):
     parser.add_argument("--input", required=True, help="folder of images (or one image file)")
     parser.add_argument("--output", required=True, help="folder for the results (created)")
     parser.add_argument("--recipe", default="actin", choices=sorted(RECIPES), help="post-processing recipe")
-    parser.add_argument("--name", help="model inside the zoo (when it holds several; fold as MODEL/FOLD)")
+    parser.add_argument("--name", help="model inside the zoo (when it holds several); a model holding folds "
+                        "(P. vivax) uses all of them as an ensemble, MODEL/FOLD picks one fold")
     parser.add_argument("--group", help="architecture group inside the zoo (default MICRANet*)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--maps", action="store_true", help="also save the Grad-CAM maps (HDF5)")
