@@ -206,7 +206,7 @@ def segment_image(models, image, recipe, settings, tile=1024, overlap=128, devic
                             "several models; choose one fold (name='MODEL/FOLD', command line --name)")
     num_classes, (height, width) = models[0].num_classes, image.shape[1:]
     total_scores = np.zeros((num_classes, height, width), np.float64)
-    total_maps = np.zeros((num_classes, 8, height, width), np.float64)
+    total_maps = None                       # float32, summed in place: no extra copy for one model
     logits, present = [], []
     for model in models:
         maps, model_logits = tiled_maps(model, image, tile, overlap, settings["normalize"], device)
@@ -215,15 +215,15 @@ def segment_image(models, image, recipe, settings, tile=1024, overlap=128, devic
             masks = segment(maps[None], model_present, image[None], recipe)[0]
         else:
             total_scores += score_maps(maps[None], model_present, image[None], recipe)[0]
-        total_maps += maps
+        total_maps = maps if total_maps is None else np.add(total_maps, maps, out=total_maps)
         logits.append(model_logits)
         present.append(model_present[0])
     present = np.array(present, bool)
     scores = (total_scores / len(models)).astype(np.float32)
     if recipe.threshold != "blocks":
         masks = threshold_scores(scores[None], present.any(axis=0)[None], recipe)[0]
-    return EnsembleResult(masks, scores, (total_maps / len(models)).astype(np.float32),
-                          np.array(logits, np.float32), present)
+    total_maps /= len(models)
+    return EnsembleResult(masks, scores, total_maps, np.array(logits, np.float32), present)
 
 
 def ensemble_segment(models, image, recipe="pvivax", params=None, *, tile=1024, overlap=128, device=None):
