@@ -32,7 +32,8 @@ _LAZY = {
 _SUBMODULES = {"network", "zoo", "download", "transfer", "demo", "data", "training", "gradcam",
                "recipes", "metrics", "images", "predict", "viewer", "baselines", "comparison",
                "inhouse", "lessons", "files", "cli", "batchnorm", "batching",
-               "checkpoints", "training_loop", "thresholds", "detection", "demo_images", "inhouse_check"}
+               "checkpoints", "training_loop", "thresholds", "detection", "demo_images", "inhouse_check",
+               "ensemble"}
 
 __all__ = ["DATASETS", "DatasetInfo", "get_dataset", "MicranetError", "ZooError", "DatasetError",
            "ImageError", "DownloadError", *_LAZY]

@@ -31,6 +31,16 @@ def upstream_samples():
 
 
 @pytest.fixture
+def one_thread():
+    """Run the test on one thread: small convolutions are faster so on a busy 2-core machine,
+    and every process computes the same numbers. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def random_model():
     """An Actin-shaped MICRA-Net with random weights and non-trivial BatchNorm statistics."""
     from micranet_utils import MICRANet

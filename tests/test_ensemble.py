@@ -28,12 +28,7 @@ PARAMS = {"num_classes": 1, "num_input_images": 3, "size": 512, "seed": 42}
 THRESHOLD = 0.6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fold_model(seed, present=True, num_classes=1, in_channels=3):

@@ -18,13 +18,7 @@ GOOD = ["float.tif", "uint16_odd.tif", "grey.png"]
 BAD = {"empty.tif": "empty", "notes.tif": "", "rgb.tif": "channel", "nan.tif": "NaN", "tiny.tif": "7x7"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run faster on one thread, the more so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -64,13 +64,7 @@ MAX_OVERSIZE = 2.5                   # a mask covers at most 2.5 times the refer
 PRESENT_BIAS = -0.01                 # class 0: present when the stain rises 0.01 above the background
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run faster on one thread, the more so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def classes_of(dataset):

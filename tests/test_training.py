@@ -25,13 +25,7 @@ from original_network import original_logits  # noqa: E402
 from training_data import TINY, write_tiny_folder, write_tiny_split  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: fast on a busy 2-core machine, and the same numbers in every process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
