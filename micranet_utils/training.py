@@ -45,7 +45,8 @@ from . import checkpoints
 from .errors import DatasetError
 from .training_loop import TrainingError, TrainResult, _Run
 
-__all__ = ["train", "resume", "ensure_demo_model", "demo_run_dir", "TrainResult", "TrainingError", "DEMO_SETTINGS"]
+__all__ = ["train", "resume", "ensure_demo_model", "demo_run_dir", "default_num_workers", "TrainResult",
+           "TrainingError", "DEMO_SETTINGS"]
 
 DEFAULT_POS_WEIGHT = (3.3, 1.6)
 """tuple of float: the original's pos_weight for Actin (rings, fibers)."""
@@ -92,7 +93,8 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
     deterministic : bool
         Ask PyTorch for deterministic kernels (slower on GPU; CPU runs already are).
     num_workers : int, optional
-        DataLoader worker processes reading crops; default: one per spare CPU core, at most 4.
+        DataLoader worker processes reading crops; default: :func:`default_num_workers`
+        (one per spare CPU core, at most 4; none with 2 cores or fewer).
     restore_from : str or Path, optional
         A ModelZoo file (published or your own) to start from (fine-tuning). If its
         number of classes differs, every layer but ``linear1`` is restored.
@@ -203,6 +205,34 @@ def resume(run_dir, *, epochs=None, progress=True, callback=None, device=None):
     if device is not None:
         params["device"] = str(device)
     return _Run(params, run_dir, state, progress, callback, weights=model.state_dict()).fit()
+
+
+def default_num_workers(world_size=1):
+    """DataLoader worker processes per loader when ``num_workers`` is not given.
+
+    One per CPU core this process may use beyond the training process's own, at
+    most 4; none where each training process has 2 cores or fewer. A worker is a
+    fork of the training process: the pages it shares with it become its own as
+    the trainer's memory changes, so each worker can end up costing as much
+    memory as the trainer, and the training and validation loaders keep theirs
+    for the whole run. Reading a crop costs a few percent of a training step on
+    a CPU, so without a core to spare a worker saves no time.
+
+    Parameters
+    ----------
+    world_size : int
+        Training processes on this machine (torchrun), sharing its cores.
+
+    Returns
+    -------
+    int
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))        # the cores this process may run on
+    except AttributeError:                          # macOS, Windows
+        cores = os.cpu_count() or 1
+    per_process = cores // max(1, int(world_size))
+    return 0 if per_process <= 2 else min(4, per_process - 1)
 
 
 def _split_paths(data, validation, find_split_files):
@@ -343,7 +373,8 @@ def cli_arguments(parser):
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--amp", default="auto", choices=("auto", "on", "off"), help="mixed precision on CUDA")
     run.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
-    run.add_argument("--workers", type=int, help="DataLoader worker processes (default: spare cores, max 4)")
+    run.add_argument("--workers", type=int,
+                     help="DataLoader worker processes (default: spare cores, max 4; none with 2 cores or fewer)")
     run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                      help="also save last.hdf5 every N batches")
     run.add_argument("--max-batches", type=int, help="stop each epoch after this many batches")

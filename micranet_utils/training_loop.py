@@ -291,7 +291,9 @@ class _Run:
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         workers = p["dataloader_params"]["num_workers"]
         if workers is None:
-            workers = min(4, max(0, (os.cpu_count() or 1) // self.world - 1))
+            from .training import default_num_workers     # imported here: training imports this module
+
+            workers = default_num_workers(self.world)
         self.train_batches, self.valid_batches = BatchList(), BatchList()
         self.loaders = [DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                                    persistent_workers=workers > 0, pin_memory=device.type == "cuda")

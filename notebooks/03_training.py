@@ -274,8 +274,9 @@ with h5py.File(splits["testing"], "r") as file:
         test_images.append(group["data"][()])
         test_truth.append((labels[:, :-1] > 0).any(axis=(2, 3)))
 test_images, test_truth = np.concatenate(test_images), np.concatenate(test_truth)
-with torch.no_grad():
-    test_probability = torch.sigmoid(model(torch.from_numpy(test_images[:, None]).to(device))).cpu().numpy()
+with torch.no_grad():   # two images at a time: the activations of 512 px images take much memory
+    test_probability = torch.cat([torch.sigmoid(model(batch.to(device))).cpu()
+                                  for batch in torch.from_numpy(test_images[:, None]).split(2)]).numpy()
 
 count = min(8, len(test_images))
 fig, axes = plt.subplots(1, count, figsize=(2.4 * count, 3))
