@@ -315,7 +315,7 @@ print(f"resumed a finished run: {len(extended.history)} epochs, best epoch {exte
 # From a terminal, the same run is
 #
 # ```bash
-# micranet train --data WORK/demo --output WORK/runs/mine --size 128 --batch-size 32 --epochs 12
+# micranet train --data WORK/demo --output WORK/runs/mine --size 64 --batch-size 32 --epochs 12 --lr-patience 2 --seed 0
 # micranet train --resume WORK/runs/mine            # after an interruption
 # micranet train --data WORK/demo --output /tmp/try --dry-run   # two batches through everything
 # ```
