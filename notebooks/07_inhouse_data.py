@@ -369,9 +369,11 @@ true_calls = np.array([[new_truth[n][c].any() for c in range(2)] for n in names]
 
 
 def calls_of(zoo_model):
+    """The model's yes/no calls on the new images, two at a time (whole images take memory)."""
+    device = next(zoo_model.parameters()).device
     with torch.no_grad():
-        logits = zoo_model.eval()(torch.from_numpy(images).to(next(zoo_model.parameters()).device))
-    return gradcam.predicted(logits.cpu().numpy())
+        logits = torch.cat([zoo_model.eval()(batch.to(device)).cpu() for batch in torch.from_numpy(images).split(2)])
+    return gradcam.predicted(logits.numpy())
 
 
 for title, zoo_model in (("start model", start_model), ("adapted", adapted_model), ("fine-tuned", model)):
