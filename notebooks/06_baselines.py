@@ -48,6 +48,15 @@ device = pick_device(DEVICE)
 WORK = work_dir()
 CLASSES = ("rings", "fibers")
 torch.manual_seed(0)
+# Memory: three models' temporary arrays come and go by hundreds of MB, and by default the C library
+# keeps freed blocks inside the process for later. Asking it to hand every block of 1 MB or more
+# straight back to the system keeps this lesson within 2 GB (like Binder). Linux only.
+try:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)      # -3: M_MMAP_THRESHOLD, in bytes
+except (OSError, AttributeError):                      # not Linux, or not the GNU C library
+    pass
 print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 
 # %% [markdown]
@@ -184,6 +193,7 @@ print("training seconds:", {k: None if v is None else round(v) for k, v in secon
 start = time.perf_counter()
 valid_maps, valid_present = cmp.micranet_maps(micranet_model, valid["images"])
 chosen, valid_dice = cmp.choose_recipe(valid_maps, valid_present, valid["images"], valid["masks"])
+del valid_maps                     # free the validation maps before the test maps are computed
 print("validation Dice (mean of rings and fibers); rows: threshold, columns: smoothing sigma")
 sigmas = sorted({s for _, s in valid_dice})
 thresholds = list(dict.fromkeys(t for t, _ in valid_dice))
@@ -200,13 +210,15 @@ published_rule = cmp.micranet_segment(test_maps, present, test["images"], thresh
 # the baselines' own thresholds, chosen the same way (published: 0.5 for both)
 valid_probabilities = unet.predict_unet(unet_model, valid["images"], device=device)
 unet_threshold, _ = cmp.choose_threshold(lambda t: valid_probabilities >= t, valid["masks"], (0.3, 0.4, 0.5, 0.6, 0.7))
-_, valid_instances = maskrcnn.predict_maskrcnn(maskrcnn_model, valid["images"], score_threshold=0.0, device=device)
+_, valid_instances = maskrcnn.predict_maskrcnn(maskrcnn_model, valid["images"], score_threshold=0.0,
+                                               batch_size=4, device=device)
 score_threshold, _ = cmp.choose_threshold(
     lambda t: maskrcnn.masks_from_instances(valid_instances, valid["images"].shape[-2:], len(CLASSES), t),
     valid["masks"], (0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
 print(f"chosen on validation: U-Net probability >= {unet_threshold}, Mask R-CNN score >= {score_threshold}")
+del valid_probabilities, valid_instances
 masks["unet"] = unet.predict_unet(unet_model, test["images"], device=device) >= unet_threshold
-masks["maskrcnn"], instances = maskrcnn.predict_maskrcnn(maskrcnn_model, test["images"],
+masks["maskrcnn"], instances = maskrcnn.predict_maskrcnn(maskrcnn_model, test["images"], batch_size=4,
                                                          score_threshold=score_threshold, device=device)
 masks["otsu"] = otsu.otsu_masks(test["images"], num_classes=len(CLASSES))
 print(f"all test crops segmented in {time.perf_counter() - start:.0f} s")
