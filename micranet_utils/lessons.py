@@ -72,3 +72,28 @@ def in_colab():
     import sys
 
     return "google.colab" in sys.modules
+
+
+def return_freed_memory():
+    """Ask the C library to hand large freed blocks straight back to the system.
+
+    Training and evaluating several networks allocates and frees temporary arrays
+    of hundreds of MB. By default the GNU C library keeps such freed memory inside
+    the process for later use, so the process's memory (what Binder and the
+    operating system count) keeps the high-water mark of every step. After this
+    call, blocks of 1 MB or more are returned to the system as soon as they are
+    freed; lesson 06 then stays within 2 GB. Allocation becomes slightly slower.
+
+    Returns
+    -------
+    bool
+        True where the setting was applied (Linux with the GNU C library);
+        False elsewhere, where nothing changes.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 1 << 20))          # -3: M_MMAP_THRESHOLD, in bytes
+    except (OSError, AttributeError):                   # not Linux, or not the GNU C library
+        return False

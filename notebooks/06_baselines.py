@@ -41,22 +41,16 @@ import torch
 import micranet_utils as mu
 from micranet_utils import comparison as cmp
 from micranet_utils.baselines import maskrcnn, otsu, unet
-from micranet_utils.lessons import check_dataset_choice, pick_device, work_dir
+from micranet_utils.lessons import check_dataset_choice, pick_device, return_freed_memory, work_dir
 
 DATASET = check_dataset_choice(DATASET)
 device = pick_device(DEVICE)
 WORK = work_dir()
 CLASSES = ("rings", "fibers")
 torch.manual_seed(0)
-# Memory: three models' temporary arrays come and go by hundreds of MB, and by default the C library
-# keeps freed blocks inside the process for later. Asking it to hand every block of 1 MB or more
-# straight back to the system keeps this lesson within 2 GB (like Binder). Linux only.
-try:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)      # -3: M_MMAP_THRESHOLD, in bytes
-except (OSError, AttributeError):                      # not Linux, or not the GNU C library
-    pass
+# Memory: three models' temporary arrays come and go by hundreds of MB; handing large freed
+# blocks straight back to the system keeps this lesson within 2 GB (like Binder). Linux only.
+return_freed_memory()
 print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 
 # %% [markdown]
