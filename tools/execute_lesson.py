@@ -25,7 +25,8 @@ def execute(py_path, timeout=1800):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     os.environ.setdefault("MICRANET_WORKDIR", str(ROOT / "outputs" / "work"))
     client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(py_path.parent)}})
+                                     resources={"metadata": {"path": str(py_path.parent)}},
+                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
     start = time.perf_counter()
     client.execute()
     jupytext.write(notebook, py_path.with_suffix(".ipynb"))

@@ -29,6 +29,8 @@ import nbclient
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+# the kernel's start-up notice about its local TCP link would repeat before every lesson
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 LESSONS = ["01_download", "02_architecture", "03_training", "04_gradcam_maps",
            "05_segmentation_detection", "06_baselines", "07_inhouse_data"]
 
@@ -144,7 +146,8 @@ def run_lesson(name, output, timeout, cell_memory=False):
 
     client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT / "notebooks")}},
-                                     on_cell_execute=note_cell)
+                                     on_cell_execute=note_cell,
+                                     extra_arguments=QUIET_KERNEL)
     print(f"[run ] {name} ...", flush=True)
     start, error = time.perf_counter(), None
     with memory:
