@@ -48,9 +48,6 @@ device = pick_device(DEVICE)
 WORK = work_dir()
 CLASSES = ("rings", "fibers")
 torch.manual_seed(0)
-# Memory: three models' temporary arrays come and go by hundreds of MB; handing large freed
-# blocks straight back to the system keeps this lesson within 2 GB (like Binder). Linux only.
-return_freed_memory()
 print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 
 # %% [markdown]
@@ -128,6 +125,9 @@ micranet_model, micranet_params = mu.load_zoo(micranet_path)
 unet_model, unet_params = unet.load_unet(unet_path)
 maskrcnn_model, maskrcnn_params = maskrcnn.load_maskrcnn(maskrcnn_path)
 print(f"models ready in {time.perf_counter() - start:.0f} s")
+# Memory: training left hundreds of MB of freed memory inside this process, and evaluation will
+# allocate and free as much again; hand it back to the system (keeps the lesson within 2 GB, Linux).
+return_freed_memory()
 
 # %% [markdown]
 # **BatchNorm on dark images.** All three networks normalise their features with BatchNorm,
