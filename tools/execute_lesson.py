@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jupytext
 import nbclient
+from run_lessons import QUIET_KERNEL  # tools/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def execute(py_path, timeout=1800):
     os.environ.setdefault("MICRANET_WORKDIR", str(ROOT / "outputs" / "work"))
     client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(py_path.parent)}},
-                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                     extra_arguments=QUIET_KERNEL)
     start = time.perf_counter()
     client.execute()
     jupytext.write(notebook, py_path.with_suffix(".ipynb"))
