@@ -78,7 +78,7 @@ def measure(mode, path, size, step, crops):
     rng = np.random.default_rng(0)
     if mode == "lazy":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from micranet_utils.data import CropDataset
+        from micranet_utils.io.training_files import CropDataset
 
         dataset = CropDataset(path, size=size, step=step)
         dataset.targets()

@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from micranet_utils.gradcam import LAYER_STRIDES, local_maps, sequential_view  # noqa: E402
-from micranet_utils.network import LAYERS, MICRANet  # noqa: E402
+from micranet_utils.model.gradcam import LAYER_STRIDES, local_maps, sequential_view
+from micranet_utils.model.network import LAYERS, MICRANet
 
 
 def original_loop(model, images, num_classes):
@@ -127,7 +127,7 @@ def peak_memory(num_images, size):
     import subprocess
     code = (
         "import resource, numpy as np, torch, sys; sys.path.insert(0, %r);"
-        "from micranet_utils.network import MICRANet; from micranet_utils.gradcam import local_maps;"
+        "from micranet_utils.model.network import MICRANet; from micranet_utils.model.gradcam import local_maps;"
         "m = MICRANet(2).eval(); x = np.random.rand(%d, 1, %d, %d).astype(np.float32);"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
         "maps, _ = local_maps(m, x);"

@@ -8,7 +8,7 @@ with 4 LU power iterations and 10 oversamples, as scikit-learn's defaults for a
 scikit-learn. Both run in this process on the same maps; the script prints the
 median time of each, their ratio, and the IoU of the masks.
 
-It also times one redraw of :class:`micranet_utils.viewer.Viewer` on the same maps.
+It also times one redraw of :class:`micranet_utils.tutorial.viewer.Viewer` on the same maps.
 
 Run: ``python benchmarks/recipes.py [--size 256] [--images 4] [--repeats 5]``
 """
@@ -21,8 +21,8 @@ import numpy as np
 from scipy import linalg, ndimage
 from skimage.filters import gaussian
 
-from micranet_utils import recipes
-from micranet_utils.metrics import iou
+from micranet_utils.analysis import recipes
+from micranet_utils.analysis.metrics import iou
 
 
 def randomized_pca_scores(columns, rng, oversamples=10, iterations=4):
@@ -110,7 +110,7 @@ def main(argv=None):
     ious = [iou(ours[b, c], original[b, c]) for b, c in np.argwhere(predicted)]
     print(f"Actin recipe, {args.images} images x 2 classes of {args.size} x {args.size}, median of {args.repeats}")
     print(f"  original procedure (randomised PCA x5): {1e3 * t_original / pairs:8.2f} ms per image and class")
-    print(f"  micranet_utils.recipes.segment        : {1e3 * t_ours / pairs:8.2f} ms per image and class")
+    print(f"  micranet_utils.analysis.recipes.segment        : {1e3 * t_ours / pairs:8.2f} ms per image and class")
     print(f"  speed-up: {t_original / t_ours:.1f}x   mask IoU: min {min(ious):.4f}, mean {np.mean(ious):.4f}")
     viewer_update(maps, predicted, images, args.repeats)
 
@@ -118,7 +118,7 @@ def main(argv=None):
 def viewer_update(maps, predicted, images, repeats):
     """Time one viewer redraw (slider moved) against the 0.5 s budget."""
     try:
-        from micranet_utils.viewer import Viewer
+        from micranet_utils.tutorial.viewer import Viewer
     except ImportError:
         return
     view = Viewer(images, maps, predicted)

@@ -2,7 +2,7 @@
 
 The original ``src/Actin/train.py`` reads the whole training file into memory
 (data cast to float32, every label channel) before the first batch, then
-crops from that cache. Ours (:func:`micranet_utils.training.train`) reads each
+crops from that cache. Ours (:func:`micranet_utils.train.runs.train`) reads each
 crop from the file when a DataLoader worker needs it. This script times both
 on the same training file, with the same model, batch size, crop size,
 augmentation probability and number of workers, in one process:
@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_memory import whole_file_crops, write_large_file  # noqa: E402
 
-from micranet_utils import MICRANet, training  # noqa: E402
+from micranet_utils.model.network import MICRANet
+from micranet_utils.train import runs as training
 
 
 class PeakMemory:
@@ -174,7 +175,7 @@ def main():
     elif args.data:
         path = args.data
     else:
-        from micranet_utils.demo import ensure_demo
+        from micranet_utils.tutorial.demo_data import ensure_demo
 
         path = ensure_demo(args.folder / "micranet_benchmark_demo", fast=False)["training"]
     print(f"data: {path} ({path.stat().st_size / 1e6:.0f} MB); crops {args.size} px, batch {args.batch_size}, "

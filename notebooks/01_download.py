@@ -42,13 +42,13 @@ import torch
 from matplotlib.patches import Rectangle
 from torch.utils.data import DataLoader
 
-import micranet_utils as mu
-from micranet_utils.data import CropDataset, check_training_file, find_split_files
-from micranet_utils.lessons import check_dataset_choice, work_dir
+from micranet_utils.base.datasets import DATASETS
+from micranet_utils.io.training_files import check_training_file, CropDataset, find_split_files
+from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
 
 DATASET = check_dataset_choice(DATASET)
 WORK = work_dir()
-CROP = 128 if DATASET == "demo" else mu.DATASETS["actin"].crop_size   # crop side in pixels
+CROP = 128 if DATASET == "demo" else DATASETS["actin"].crop_size   # crop side in pixels
 PIXEL_NM = 20                                                          # both data sets: 20 nm per pixel
 torch.manual_seed(0)
 print(f"data set: {DATASET}; crop size: {CROP} px; fast mode: {FAST}")
@@ -56,7 +56,7 @@ print(f"data set: {DATASET}; crop size: {CROP} px; fast mode: {FAST}")
 # %% [markdown]
 # ## 1. Get the data
 #
-# **Demo (default, offline).** `micranet_utils.demo` draws STED-like images of F-actin in
+# **Demo (default, offline).** `micranet_utils.tutorial.demo_data` draws STED-like images of F-actin in
 # dendrites: periodic *rings* across the dendrite (the 190 nm lattice of the membrane
 # skeleton), longitudinal *fibers*, both, or neither, with a blurred, noisy acquisition. It
 # writes three files, `training_demo.hdf5`, `validation_demo.hdf5` and `testing_demo.hdf5`, in
@@ -72,11 +72,11 @@ print(f"data set: {DATASET}; crop size: {CROP} px; fast mode: {FAST}")
 # %%
 start = time.perf_counter()
 if DATASET == "demo":
-    from micranet_utils.demo import ensure_demo
+    from micranet_utils.tutorial.demo_data import ensure_demo
 
     files = ensure_demo(fast=FAST)          # WORK/demo (WORK/demo-fast in fast mode): made once, then reused
 else:
-    from micranet_utils.download import NOTE, fetch_published
+    from micranet_utils.io.download import fetch_published, NOTE
 
     print(NOTE)                             # whose data these are, their licence, what to cite
     tree = fetch_published("datasets")      # several GB the first time; then read from the cache
@@ -406,7 +406,7 @@ plt.show()
 # %%
 from skimage.filters import threshold_otsu
 
-from micranet_utils.metrics import dice
+from micranet_utils.analysis.metrics import dice
 
 test_images = first_images(files["testing"] or files["validation"], 4 if FAST else 12)
 stack = np.stack([example[2] for example in test_images])

@@ -36,8 +36,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import micranet_utils as mu
-from micranet_utils.lessons import check_dataset_choice, pick_device, work_dir
+from micranet_utils.base.datasets import DATASETS
+from micranet_utils.base.errors import ZooError
+from micranet_utils.io.zoo import load_zoo, save_zoo
+from micranet_utils.model.network import count_parameters, LAYERS, MICRANet
+from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
+from micranet_utils.base.devices import pick_device
 
 DATASET = check_dataset_choice(DATASET)
 device = pick_device(DEVICE)
@@ -59,8 +63,8 @@ print(f"device: {device}; fast mode: {FAST}")
 # through it, printing the shape of every intermediate result.
 
 # %%
-info = mu.DATASETS["actin"]
-model = mu.MICRANet(num_classes=info.num_classes, in_channels=info.in_channels).eval()
+info = DATASETS["actin"]
+model = MICRANet(num_classes=info.num_classes, in_channels=info.in_channels).eval()
 
 rows = []
 
@@ -117,7 +121,7 @@ for shape in [(1, 1, 256, 256), (1, 1, 250, 333), (4, 1, 128, 128)]:
 # %%
 def receptive_fields():
     size, step, fields = 1, 1, {}
-    for name in mu.LAYERS:
+    for name in LAYERS:
         size += 2 * step                 # a 3x3 convolution
         fields[name] = (size, step)
         if name in ("1b", "2b", "3b"):   # then a 2x2 max-pool
@@ -138,7 +142,7 @@ x_poked[0, 0, 128, 128] = 1.0
 with torch.no_grad():
     _, acts = model.forward_with_activations(x)
     _, acts_poked = model.forward_with_activations(x_poked)
-for name, a, b in zip(mu.LAYERS, acts, acts_poked):
+for name, a, b in zip(LAYERS, acts, acts_poked):
     changed = (a - b).abs().sum(dim=1)[0] > 0
     rows_changed = torch.nonzero(changed.any(dim=1)).flatten()
     span_in_input = (rows_changed.max() - rows_changed.min() + 1).item() * fields[name][1]
@@ -179,7 +183,7 @@ per_layer = {}
 for name, p in model.named_parameters():
     layer = name.split(".")[0].replace("conv", "").replace("bnorm", "")
     per_layer[layer] = per_layer.get(layer, 0) + p.numel()
-total = mu.count_parameters(model)
+total = count_parameters(model)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -205,8 +209,8 @@ assert len(model.state_dict()) == 58
 # patterns are generic filters, not yet rings or fibers).
 
 # %%
-from micranet_utils.demo import ensure_demo
-from micranet_utils.data import CropDataset
+from micranet_utils.tutorial.demo_data import ensure_demo
+from micranet_utils.io.training_files import CropDataset
 
 demo_files = ensure_demo(fast=FAST, progress=False)
 crops = CropDataset(demo_files["testing"], size=256)
@@ -217,7 +221,7 @@ with torch.no_grad():
 fig, axes = plt.subplots(1, 9, figsize=(15, 2.2))
 axes[0].imshow(image[0], cmap="magma")
 axes[0].set_title("input crop", fontsize=9)
-for ax, name, act in zip(axes[1:], mu.LAYERS, activations):
+for ax, name, act in zip(axes[1:], LAYERS, activations):
     channel = act[0].flatten(1).std(dim=1).argmax()  # the most varied channel
     ax.imshow(act[0, channel], cmap="viridis")
     ax.set_title(f"{name}: {act.shape[-2]}x{act.shape[-1]}", fontsize=9)
@@ -258,13 +262,13 @@ assert torch.all((probabilities > 0) & (probabilities < 1))
 # The original authors publish their trained models as HDF5 *model zoos*: one group per
 # architecture (`MICRANet`, `UNet`, ...), one sub-group per saved model, one dataset per
 # tensor of the `state_dict`, and the training settings as JSON in the attribute
-# `trainer_params`. `mu.save_zoo` writes that exact layout (atomically: a crash never leaves a
-# half-written file) and `mu.load_zoo` reads it back with strict key and shape checks. No
+# `trainer_params`. `save_zoo` writes that exact layout (atomically: a crash never leaves a
+# half-written file) and `load_zoo` reads it back with strict key and shape checks. No
 # pickle is involved, so opening a zoo file cannot run code.
 
 # %%
 zoo_path = WORK / "models" / "lesson02_untrained.hdf5"
-mu.save_zoo(zoo_path, model, {"size": 256, "seed": 0, "note": "untrained, lesson 02"},
+save_zoo(zoo_path, model, {"size": 256, "seed": 0, "note": "untrained, lesson 02"},
             name="lesson02_0")
 
 
@@ -283,7 +287,7 @@ def show_tree(path, max_weights=4):
 show_tree(zoo_path)
 
 # %%
-loaded, params = mu.load_zoo(zoo_path)
+loaded, params = load_zoo(zoo_path)
 with torch.no_grad():
     same = torch.equal(loaded(image[None]), model(image[None]))
 print("trainer_params:", {k: params[k] for k in ("size", "model_params")})
@@ -298,12 +302,12 @@ assert same
 
 # %%
 broken = WORK / "models" / "lesson02_broken.hdf5"
-mu.save_zoo(broken, model, {"size": 256}, name="broken")
+save_zoo(broken, model, {"size": 256}, name="broken")
 with h5py.File(broken, "a") as file:
     del file["MICRANet/broken/conv2a.weight"]
 try:
-    mu.load_zoo(broken)
-except mu.ZooError as err:
+    load_zoo(broken)
+except ZooError as err:
     message = str(err)
     print(message.replace(str(WORK), "WORK"))
 assert "conv2a.weight" in message and broken.name in message and "MICRANet/broken" in message
@@ -315,11 +319,11 @@ assert "conv2a.weight" in message and broken.name in message and "MICRANet/broke
 
 # %%
 if DATASET == "actin":
-    from micranet_utils.download import published_path
+    from micranet_utils.io.download import published_path
 
     actin_zoo = published_path("models", "ActinModelZoo.hdf5")
     show_tree(actin_zoo)
-    published, published_params = mu.load_zoo(actin_zoo)
+    published, published_params = load_zoo(actin_zoo)
     print("published model:", published.num_classes, "classes, crop size", published_params["size"])
 else:
     print("DATASET is 'demo': the published model is not downloaded in this run.")
@@ -338,6 +342,6 @@ else:
 # - Check the pixel size of your microscope: if it is far from 20 nm, rescale your images so
 #   that your structures span as many pixels as actin rings do here (about 10 px per period),
 #   or the receptive fields above will not match the structures.
-# - Count your channels: `mu.MICRANet(num_classes=K, in_channels=C)` builds a network for
+# - Count your channels: `MICRANet(num_classes=K, in_channels=C)` builds a network for
 #   C-channel images and K labels; lesson 07 trains one on a folder of your images.
 # - Open any zoo file you are given with `micranet info FILE.hdf5` before using it.

@@ -37,17 +37,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import micranet_utils as mu
-from micranet_utils import training
-from micranet_utils.checkpoints import read_history
-from micranet_utils.data import CropDataset
-from micranet_utils.demo import ensure_demo
-from micranet_utils.lessons import check_dataset_choice, pick_device, work_dir
+from micranet_utils.io.zoo import load_zoo
+from micranet_utils.train.runs import resume, train
+from micranet_utils.tutorial.demo_models import DEMO_SETTINGS, demo_run_dir, ensure_demo_model
+from micranet_utils.io.checkpoints import read_history
+from micranet_utils.io.training_files import CropDataset
+from micranet_utils.tutorial.demo_data import ensure_demo
+from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
+from micranet_utils.base.devices import pick_device
 
 DATASET = check_dataset_choice(DATASET)
 device = pick_device(DEVICE)
 WORK = work_dir()
-SETTINGS = training.DEMO_SETTINGS["fast" if FAST else "full"]
+SETTINGS = DEMO_SETTINGS["fast" if FAST else "full"]
 splits = ensure_demo(fast=FAST)
 print(f"device: {device}; fast mode: {FAST}")
 
@@ -127,7 +129,7 @@ for weight in (1.0, 3.3):
 # %% [markdown]
 # ## 3. Train
 #
-# `micranet_utils.training.train` runs the original recipe: Adam (lr $10^{-3}$), the weighted
+# `micranet_utils.train.runs.train` runs the original recipe: Adam (lr $10^{-3}$), the weighted
 # loss above, the four original augmentations (flips, a darkening intensity scale, a
 # brightening gamma; each with probability 0.5), `ReduceLROnPlateau` on the validation loss
 # (×0.1 when it has not improved by 1 % for `patience` epochs), and the model with the lowest
@@ -145,7 +147,7 @@ for weight in (1.0, 3.3):
 defaults = {"size": 256, "batch_size": 64, "epochs": 250, "lr": 1e-3, "lr_patience": 10, "augment": 0.5}
 print(f"{'setting':<12}{'original':>10}{'lesson (full)':>15}{'lesson (fast)':>15}")
 for key, value in defaults.items():
-    print(f"{key:<12}{value:>10}{training.DEMO_SETTINGS['full'][key]:>15}{training.DEMO_SETTINGS['fast'][key]:>15}")
+    print(f"{key:<12}{value:>10}{DEMO_SETTINGS['full'][key]:>15}{DEMO_SETTINGS['fast'][key]:>15}")
 
 # %% [markdown]
 # `ensure_demo_model()` trains with these settings in `WORK/runs/...` and copies the best model
@@ -154,10 +156,10 @@ for key, value in defaults.items():
 # shows the loss and learning rate of each batch, and one line per epoch summarises validation.
 
 # %%
-model_path = training.ensure_demo_model(fast=FAST)
-run_dir = training.demo_run_dir(fast=FAST)
+model_path = ensure_demo_model(fast=FAST)
+run_dir = demo_run_dir(fast=FAST)
 if not (run_dir / "history.csv").is_file():      # the model came from elsewhere: train here too
-    model_path = training.ensure_demo_model(fast=FAST, retrain=True)
+    model_path = ensure_demo_model(fast=FAST, retrain=True)
 history = read_history(run_dir / "history.csv")
 print("model:", model_path.relative_to(WORK))
 print("run folder:", sorted(p.name for p in run_dir.iterdir()))
@@ -176,7 +178,7 @@ print("run folder:", sorted(p.name for p in run_dir.iterdir()))
 with h5py.File(run_dir / "last.hdf5", "r") as file:
     print("groups in last.hdf5:", list(file))
     print("training_state holds:", list(file["training_state"]), "+ a JSON 'state' attribute")
-print("trainer_params (first keys):", ", ".join(sorted(mu.load_zoo(model_path)[1])[:10]), "...")
+print("trainer_params (first keys):", ", ".join(sorted(load_zoo(model_path)[1])[:10]), "...")
 
 # %% [markdown]
 # ## 4. Loss curves and the learning-rate schedule
@@ -222,7 +224,7 @@ for name, ax in zip(names, axes):
 plt.show()
 
 # %%
-model, params = mu.load_zoo(model_path, device=device)
+model, params = load_zoo(model_path, device=device)
 valid = CropDataset(splits["validation"], size=params["size"])
 images = torch.stack([valid[i][0] for i in range(len(valid))])
 truth = torch.stack([valid[i][1] for i in range(len(valid))]).numpy() > 0.5
@@ -308,7 +310,7 @@ assert image_accuracy.min() >= 0.75, image_accuracy
 # finished run does nothing; `epochs=` extends it:
 
 # %%
-extended = training.resume(run_dir, progress=False)
+extended = resume(run_dir, progress=False)
 print(f"resumed a finished run: {len(extended.history)} epochs, best epoch {extended.best_epoch}")
 
 # %% [markdown]
@@ -327,14 +329,14 @@ print(f"resumed a finished run: {len(extended.history)} epochs, best epoch {exte
 
 # %%
 if DATASET == "actin":
-    from micranet_utils.download import published_path
+    from micranet_utils.io.download import published_path
 
     zoo = published_path("models", "ActinModelZoo.hdf5")
-    finetuned = training.train(splits["training"], WORK / "runs" / "lesson03_finetune_actin",
+    finetuned = train(splits["training"], WORK / "runs" / "lesson03_finetune_actin",
                                validation=splits["validation"], restore_from=zoo, freeze="all-conv",
                                **{**SETTINGS, "epochs": 2 if FAST else 4}) \
         if not (WORK / "runs" / "lesson03_finetune_actin" / "last.hdf5").exists() \
-        else training.resume(WORK / "runs" / "lesson03_finetune_actin")
+        else resume(WORK / "runs" / "lesson03_finetune_actin")
     for name in names:
         print(f"fine-tuned published model, {name}: validation F1 {finetuned.history[-1][f'valid_f1_{name}']:.3f}")
 else:
@@ -346,7 +348,7 @@ else:
 # (DistributedDataParallel, NCCL on GPUs, gloo on CPUs) and only the first process writes:
 #
 # ```bash
-# torchrun --nproc-per-node 4 -m micranet_utils.cli train --data DATA --output RUN
+# torchrun --nproc-per-node 4 -m micranet_utils train --data DATA --output RUN
 # ```
 #
 # ## What you learned

@@ -39,17 +39,19 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-import micranet_utils as mu
-from micranet_utils.comparison import load_test_crops
-from micranet_utils.demo import ensure_demo
-from micranet_utils.gradcam import LAYER_STRIDES, local_maps, predicted, sequential_view
-from micranet_utils.lessons import check_dataset_choice, pick_device, work_dir
-from micranet_utils.training import ensure_demo_model
+from micranet_utils.io.zoo import load_zoo
+from micranet_utils.model.network import LAYERS
+from micranet_utils.tutorial.comparison import load_test_crops
+from micranet_utils.tutorial.demo_data import ensure_demo
+from micranet_utils.model.gradcam import LAYER_STRIDES, local_maps, predicted, sequential_view
+from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
+from micranet_utils.base.devices import pick_device
+from micranet_utils.tutorial.demo_models import ensure_demo_model
 
 DATASET = check_dataset_choice(DATASET, allowed=("demo",))
 device = pick_device(DEVICE)
 WORK = work_dir()
-LAYERS = mu.LAYERS
+LAYERS = LAYERS
 torch.manual_seed(0)
 print(f"device: {device}; fast mode: {FAST}")
 
@@ -64,7 +66,7 @@ print(f"device: {device}; fast mode: {FAST}")
 
 # %%
 model_path = ensure_demo_model(progress=False)
-model, params = mu.load_zoo(model_path, device=device)
+model, params = load_zoo(model_path, device=device)
 size = int(params["size"])
 demo_files = ensure_demo(fast=FAST, progress=False)
 test = load_test_crops(demo_files["testing"], size=size, max_crops=48 if FAST else 400)
@@ -486,7 +488,7 @@ assert len(fig.axes) == 8 and all(ax.images for ax in fig.axes)
 #   tell rings from fibers. ROC AUC against pixel truth measures both, without a threshold.
 #
 # ## Try this on your data
-# 1. Load your model with `model, params = mu.load_zoo("my_model.hdf5")`.
+# 1. Load your model with `model, params = load_zoo("my_model.hdf5")`.
 # 2. Read crops of the size it was trained on (`mu.images.read_image`, then cut tiles), shape
 #    (N, channels, H, W), scaled like the training data.
 # 3. `maps, logits = local_maps(model, crops, progress=True)`; `predicted(logits)` says which

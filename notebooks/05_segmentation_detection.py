@@ -42,10 +42,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import micranet_utils as mu
-from micranet_utils import comparison, metrics, recipes, viewer
-from micranet_utils.gradcam import local_maps, predicted
-from micranet_utils.lessons import check_dataset_choice, pick_device, work_dir
+from micranet_utils.base.datasets import get_dataset
+from micranet_utils.io.zoo import load_zoo
+from micranet_utils.tutorial import comparison, viewer
+from micranet_utils.analysis import metrics, recipes
+from micranet_utils.model.gradcam import local_maps, predicted
+from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
+from micranet_utils.base.devices import pick_device
 
 DATASET = check_dataset_choice(DATASET)
 device = pick_device(DEVICE)
@@ -70,11 +73,11 @@ print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 
 # %%
 if DATASET == "demo":
-    from micranet_utils.demo import ensure_demo
-    from micranet_utils.training import ensure_demo_model
+    from micranet_utils.tutorial.demo_data import ensure_demo
+    from micranet_utils.tutorial.demo_models import ensure_demo_model
 
     model_path = ensure_demo_model(progress=False)
-    model, params = mu.load_zoo(model_path, device=device)
+    model, params = load_zoo(model_path, device=device)
     size = int(params["size"])
     splits = ensure_demo(fast=FAST, progress=False)
     test = comparison.load_test_crops(splits["testing"], size=size)
@@ -86,12 +89,12 @@ if DATASET == "demo":
 else:
     import pooch
 
-    from micranet_utils.download import published_path
-    from micranet_utils.images import read_image
-    from micranet_utils.predict import prepare_image
+    from micranet_utils.io.download import published_path
+    from micranet_utils.io.images import read_image
+    from micranet_utils.io.images import prepare_image
 
     model_path = published_path("models", "ActinModelZoo.hdf5")
-    model, params = mu.load_zoo(model_path, device=device)
+    model, params = load_zoo(model_path, device=device)
     size = int(params["size"])
     # The two sample images of the original repository, pinned by their SHA-256.
     SAMPLES = {"image0.tif": "29e69054806bebf07fbec34fdd78c9a517345ef31ab235e85597f37861b40cea",
@@ -101,7 +104,7 @@ else:
                                         known_hash=f"sha256:{digest}", fname=name, path=sample_dir))
                     for name, digest in SAMPLES.items()]
     images = np.stack([prepare_image(read_image(p)) for p in sample_paths])
-    class_names = list(mu.get_dataset("actin").class_names)
+    class_names = list(get_dataset("actin").class_names)
 
 start = time.perf_counter()
 maps, logits = local_maps(model, images, device=device)
@@ -222,7 +225,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Measured against the truth
 #
-# Four numbers per class, all from `micranet_utils.metrics` (pixels pooled over the crops):
+# Four numbers per class, all from `micranet_utils.analysis.metrics` (pixels pooled over the crops):
 #
 # * **Dice** = 2|A∩B| / (|A| + |B|) and **IoU** = |A∩B| / |A∪B|: how well the mask overlaps
 #   the true structure (1 = perfect);

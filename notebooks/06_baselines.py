@@ -38,10 +38,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import micranet_utils as mu
-from micranet_utils import comparison as cmp
-from micranet_utils.baselines import maskrcnn, otsu, unet
-from micranet_utils.lessons import check_dataset_choice, pick_device, return_freed_memory, work_dir
+from micranet_utils.io.zoo import load_zoo
+from micranet_utils.tutorial import comparison as cmp
+from micranet_utils.tutorial.baselines import maskrcnn, otsu, unet
+from micranet_utils.tutorial.lessons import check_dataset_choice, return_freed_memory, work_dir
+from micranet_utils.base.devices import pick_device
 
 DATASET = check_dataset_choice(DATASET)
 device = pick_device(DEVICE)
@@ -79,15 +80,15 @@ print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 
 # %%
 if DATASET == "demo":
-    from micranet_utils.demo import demo_folder, ensure_demo
+    from micranet_utils.tutorial.demo_data import demo_folder, ensure_demo
 
-    from micranet_utils.training import DEMO_SETTINGS
+    from micranet_utils.tutorial.demo_models import DEMO_SETTINGS
 
     files = ensure_demo(folder=demo_folder(WORK, FAST), fast=FAST)
     CROP = DEMO_SETTINGS["fast" if FAST else "full"]["size"]     # the crops the demo MICRA-Net learns from
 else:
-    from micranet_utils.data import find_split_files
-    from micranet_utils.download import NOTE, fetch_published
+    from micranet_utils.io.training_files import find_split_files
+    from micranet_utils.io.download import fetch_published, NOTE
 
     print(NOTE)
     tree = fetch_published("all")                 # models, data sets and Ilastik zoos (several GB)
@@ -114,14 +115,14 @@ for c, name in enumerate(test["class_names"]):
 # %%
 start = time.perf_counter()
 if DATASET == "demo":
-    from micranet_utils.training import ensure_demo_model
+    from micranet_utils.tutorial.demo_models import ensure_demo_maskrcnn, ensure_demo_model, ensure_demo_unet
 
     micranet_path = ensure_demo_model(fast=FAST)
-    unet_path = unet.ensure_demo_unet(fast=FAST)
-    maskrcnn_path = maskrcnn.ensure_demo_maskrcnn(fast=FAST)
+    unet_path = ensure_demo_unet(fast=FAST)
+    maskrcnn_path = ensure_demo_maskrcnn(fast=FAST)
 else:
     micranet_path = unet_path = maskrcnn_path = tree / "models" / "ActinModelZoo.hdf5"
-micranet_model, micranet_params = mu.load_zoo(micranet_path)
+micranet_model, micranet_params = load_zoo(micranet_path)
 unet_model, unet_params = unet.load_unet(unet_path)
 maskrcnn_model, maskrcnn_params = maskrcnn.load_maskrcnn(maskrcnn_path)
 print(f"models ready in {time.perf_counter() - start:.0f} s")
@@ -142,8 +143,8 @@ return_freed_memory()
 # models, trained for hundreds of epochs, do not need it.
 
 # %%
-from micranet_utils.batchnorm import recalibrate_batchnorm
-from micranet_utils.data import CropDataset
+from micranet_utils.model.batchnorm import recalibrate_batchnorm
+from micranet_utils.io.training_files import CropDataset
 
 if DATASET == "demo":
     train_crops = CropDataset(files["training"], size=CROP)
@@ -158,7 +159,7 @@ if DATASET == "demo":
 seconds = {"micranet": None, "unet": unet_params.get("train_seconds"),
            "maskrcnn": maskrcnn_params.get("train_seconds"), "otsu": 0.0}
 if DATASET == "demo":
-    from micranet_utils.training import demo_run_dir
+    from micranet_utils.tutorial.demo_models import demo_run_dir
 
     run_dir = micranet_params.get("run_dir") or demo_run_dir(fast=micranet_params.get("demo_fast", FAST))
     seconds["micranet"] = micranet_params.get("train_seconds") or cmp.run_seconds(run_dir)
@@ -366,7 +367,7 @@ plt.show()
 # extracts the project so that you can open it in Ilastik.
 
 # %%
-from micranet_utils.baselines import extract_ilastik_project
+from micranet_utils.tutorial.baselines.ilastik import extract_ilastik_project
 
 if DATASET == "actin":
     zoo = tree.parent / "ActinModelZoo-ilastik.hdf5"
@@ -394,7 +395,7 @@ else:
 # 1. Annotate a few test images fully (pixel masks, one channel per class, instance ids if
 #    you want detection scores) and store them in the published layout (lesson 07 makes it).
 # 2. Train MICRA-Net on image-level labels of your training crops (lesson 03), and a U-Net with
-#    `micranet_utils.baselines.unet.train_unet` on the few images you annotated fully.
+#    `micranet_utils.tutorial.baselines.unet.train_unet` on the few images you annotated fully.
 # 3. Choose each method's threshold on a validation split, then call
 #    `comparison.score_masks` on your test crops and `comparison.format_table` on the results.
 # 4. Weigh the Dice difference against the annotation column: that is the decision this

@@ -43,14 +43,18 @@ import numpy as np
 import tifffile
 import torch
 
-import micranet_utils as mu
-from micranet_utils import gradcam, inhouse, metrics, recipes
+from micranet_utils.io.zoo import load_zoo, save_zoo
+from micranet_utils.model import gradcam
+from micranet_utils.apps.folder_check import validate_folder
+from micranet_utils.analysis import metrics, recipes
 from micranet_utils.cli import main as micranet
-from micranet_utils.data import CropDataset
-from micranet_utils.demo import synth_actin_image
-from micranet_utils.images import normalize_intensity, read_image
-from micranet_utils.lessons import check_dataset_choice, pick_device, work_dir
-from micranet_utils.training import ensure_demo_model, train
+from micranet_utils.io.training_files import CropDataset
+from micranet_utils.tutorial.demo_drawing import synth_actin_image
+from micranet_utils.io.images import normalize_intensity, read_image
+from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
+from micranet_utils.base.devices import pick_device
+from micranet_utils.tutorial.demo_models import ensure_demo_model
+from micranet_utils.train.runs import train
 
 DATASET = check_dataset_choice(DATASET)
 device = pick_device(DEVICE)
@@ -145,7 +149,7 @@ before = folder_fingerprint(LAB)
 # warnings (for example an image with too little foreground to give a single crop) do not.
 
 # %%
-report = inhouse.validate_folder(LAB, LAB / "labels.csv", crop_size=CROP, progress=False)
+report = validate_folder(LAB, LAB / "labels.csv", crop_size=CROP, progress=False)
 print(report)
 assert not report.ok and [p.file for p in report.errors] == [BROKEN], report
 
@@ -261,12 +265,12 @@ for split in ("training", "validation", "testing"):
 
 # %%
 if DATASET == "actin":
-    from micranet_utils.download import published_path
+    from micranet_utils.io.download import published_path
 
     START = published_path("models", "ActinModelZoo.hdf5")
 else:
     START = ensure_demo_model()
-start_model, start_params = mu.load_zoo(START)
+start_model, start_params = load_zoo(START)
 print(f"start model: {START.name}, trained on crops of {start_params['size']}")
 
 # %% [markdown]
@@ -287,14 +291,14 @@ print(f"start model: {START.name}, trained on crops of {start_params['size']}")
 # more context of these larger images.
 
 # %%
-from micranet_utils.batchnorm import recalibrate_batchnorm
+from micranet_utils.model.batchnorm import recalibrate_batchnorm
 
 crops = CropDataset(OUT / "training_inhouse.hdf5", size=CROP)
 lab_crops = np.stack([crops[i][0].numpy() for i in range(len(crops))])     # (N, 1, CROP, CROP)
-adapted_model, _ = mu.load_zoo(START)
+adapted_model, _ = load_zoo(START)
 recalibrate_batchnorm(adapted_model, lab_crops)
 ADAPTED = HERE / "adapted.hdf5"
-mu.save_zoo(ADAPTED, adapted_model, start_params)
+save_zoo(ADAPTED, adapted_model, start_params)
 print(f"BatchNorm statistics re-measured on {len(lab_crops)} training crops of {CROP} px")
 
 # the first layer's stored variance now matches what it really sees on the lab crops
@@ -327,7 +331,7 @@ result = train(OUT, RUN, restore_from=ADAPTED, freeze="all-conv", size=CROP, bat
                device=device, progress=False)
 for row in result.history:
     print(f"epoch {row['epoch']}: training loss {row['train_loss']:.3f}, validation loss {row['valid_loss']:.3f}")
-model, params = mu.load_zoo(result.best)
+model, params = load_zoo(result.best)
 
 # %% [markdown]
 # The losses are the class-weighted binary cross-entropy of the crops
@@ -473,7 +477,7 @@ plt.show()
 # `sigma`, lesson 05) before retraining.
 #
 # ## What you learned
-# - `micranet make-dataset` (and `inhouse.make_dataset`) checks a whole folder first and
+# - `micranet make-dataset` (and `micranet_utils.apps.make_dataset.make_dataset`) checks a whole folder first and
 #   reports every problem per file; errors stop with status 2 and nothing written.
 # - Image-level labels become training files in the published layout: per-image
 #   normalisation to [0, 1], a foreground, and class channels from the image labels.

@@ -43,6 +43,6 @@ def one_thread():
 @pytest.fixture
 def random_model():
     """An Actin-shaped MICRA-Net with random weights and non-trivial BatchNorm statistics."""
-    from micranet_utils import MICRANet
+    from micranet_utils.model.network import MICRANet
 
     return randomise_batchnorm(MICRANet(num_classes=2, in_channels=1), seed=1)

@@ -1,4 +1,4 @@
-"""A plain, per-image Grad-CAM, written to check :func:`micranet_utils.gradcam.local_maps`.
+"""A plain, per-image Grad-CAM, written to check :func:`micranet_utils.model.gradcam.local_maps`.
 
 It follows the published description step by step, with different machinery
 from the fast path: one image at a time, ``retain_grad`` and ``backward`` on a

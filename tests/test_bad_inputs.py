@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from micranet_utils import DatasetError, MICRANet, ZooError, load_zoo, save_zoo
+from micranet_utils.base.errors import DatasetError, ZooError
+from micranet_utils.model.network import MICRANet
+from micranet_utils.io.zoo import load_zoo, save_zoo
 from micranet_utils.cli import main
-from micranet_utils.data import CropDataset, check_training_file
+from micranet_utils.io.training_files import check_training_file, CropDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -233,7 +235,7 @@ def test_predict_rgb_message_speaks_the_users_language(tmp_path, zoo, capsys):
 
 def _fail_writes_under(monkeypatch, folder, err_no):
     """Make every atomic write below `folder` fail like a full or read-only disk."""
-    import micranet_utils.files as files
+    import micranet_utils.base.files as files
 
     original = files.tempfile.mkstemp
 

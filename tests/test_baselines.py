@@ -10,9 +10,9 @@ from model_helpers import randomise_batchnorm
 from original_unet import original_unet
 from torch.utils.data import TensorDataset
 
-from micranet_utils.baselines import otsu, unet
-from micranet_utils.baselines.ilastik import extract_ilastik_project
-from micranet_utils.errors import ZooError
+from micranet_utils.tutorial.baselines import otsu, unet
+from micranet_utils.tutorial.baselines.ilastik import extract_ilastik_project
+from micranet_utils.base.errors import ZooError
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_save_then_load_unet_round_trip_keeps_other_groups(tmp_path, actin_unet)
 
 
 def test_load_unet_rejects_micranet_weights(tmp_path, random_model):
-    from micranet_utils.zoo import save_zoo
+    from micranet_utils.io.zoo import save_zoo
 
     path = tmp_path / "zoo.hdf5"
     save_zoo(path, random_model, {"size": 256}, group="UNet")
@@ -165,7 +165,7 @@ def test_extract_ilastik_project_without_group_writes_nothing(tmp_path):
 # --- Mask R-CNN -------------------------------------------------------------------------------
 
 def test_instance_targets_follow_ids_classes_and_drop_small_objects():
-    from micranet_utils.baselines.maskrcnn import instance_targets
+    from micranet_utils.tutorial.baselines.maskrcnn import instance_targets
 
     labels = np.zeros((2, 32, 32), np.int32)
     labels[0, 2:10, 3:9] = 5          # ring, 8x6 box
@@ -183,7 +183,7 @@ def test_instance_targets_follow_ids_classes_and_drop_small_objects():
 def test_original_maskrcnn_configuration_has_torchvision_parameter_names():
     import torchvision
 
-    from micranet_utils.baselines.maskrcnn import ORIGINAL, build_maskrcnn
+    from micranet_utils.tutorial.baselines.maskrcnn import build_maskrcnn, ORIGINAL
 
     reference = torchvision.models.detection.maskrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=3)
@@ -194,7 +194,7 @@ def test_original_maskrcnn_configuration_has_torchvision_parameter_names():
 
 
 def _instance_dataset(count, seed=0):
-    from micranet_utils.baselines.maskrcnn import instance_targets
+    from micranet_utils.tutorial.baselines.maskrcnn import instance_targets
 
     rng = np.random.default_rng(seed)
     items = []
@@ -211,7 +211,7 @@ def _instance_dataset(count, seed=0):
 
 
 def test_train_predict_save_load_small_maskrcnn(tmp_path):
-    from micranet_utils.baselines import maskrcnn
+    from micranet_utils.tutorial.baselines import maskrcnn
 
     config = {**maskrcnn.SMALL, "min_size": 64, "max_size": 64, "fpn_channels": 16,
               "representation_size": 32, "mask_layers": [16]}
@@ -220,7 +220,7 @@ def test_train_predict_save_load_small_maskrcnn(tmp_path):
     assert info["epochs"] == 2 and np.isfinite(info["history"][-1]["train_loss"])
     assert len(info["params"]["model_params"]["image_mean"]) == 1
     images = np.stack([item[0].numpy() for item in _instance_dataset(3, seed=2)])
-    from micranet_utils.batchnorm import recalibrate_batchnorm
+    from micranet_utils.model.batchnorm import recalibrate_batchnorm
 
     before = model.backbone.body.bn1.running_var.clone()
     recalibrate_batchnorm(model, images, forward=maskrcnn.backbone_forward)
@@ -260,7 +260,7 @@ def _tiny_split(path, n=2, size=64):
 
 
 def test_true_centroids_match_a_per_object_loop():
-    from micranet_utils.comparison import true_centroids
+    from micranet_utils.tutorial.comparison import true_centroids
 
     labels = np.zeros((1, 2, 16, 16), np.int32)
     labels[0, 0, 1:4, 1:4] = 3
@@ -273,7 +273,7 @@ def test_true_centroids_match_a_per_object_loop():
 
 
 def test_score_masks_perfect_empty_and_merged(tmp_path):
-    from micranet_utils.comparison import load_test_crops, score_masks
+    from micranet_utils.tutorial.comparison import load_test_crops, score_masks
 
     test = load_test_crops(_tiny_split(tmp_path / "testing.hdf5"), size=32, step=1.0)
     assert test["images"].shape == (8, 1, 32, 32) and test["labels"].shape == (8, 2, 32, 32)
@@ -294,14 +294,14 @@ def test_score_masks_perfect_empty_and_merged(tmp_path):
 
 
 def test_annotation_cost_counts_crops_pixels_and_objects(tmp_path):
-    from micranet_utils.comparison import annotation_cost
+    from micranet_utils.tutorial.comparison import annotation_cost
 
     cost = annotation_cost(_tiny_split(tmp_path / "training.hdf5", n=3), size=32, step=1.0)
     assert cost == {"crops": 12, "image_labels": 24, "images": 3, "pixels": 3 * 64 * 64 * 2, "objects": 9}
 
 
 def test_write_comparison_keeps_other_keys_and_table_lists_methods(tmp_path):
-    from micranet_utils.comparison import comparison_entry, format_table, plot_comparison, write_comparison
+    from micranet_utils.tutorial.comparison import comparison_entry, format_table, plot_comparison, write_comparison
 
     scores = {"dice": {"rings": 0.71234, "fibers": 0.6}, "iou": {"rings": 0.5, "fibers": 0.4}}
     comparison = {"micranet": comparison_entry(scores, 12.34, "image-level", 100),
@@ -322,7 +322,7 @@ def test_write_comparison_keeps_other_keys_and_table_lists_methods(tmp_path):
 
 
 def test_choose_recipe_picks_the_quantile_matching_the_truth_fraction():
-    from micranet_utils.comparison import choose_recipe
+    from micranet_utils.tutorial.comparison import choose_recipe
 
     rng = np.random.default_rng(0)
     truth = np.zeros((4, 2, 32, 32), bool)
@@ -337,7 +337,7 @@ def test_choose_recipe_picks_the_quantile_matching_the_truth_fraction():
 
 
 def test_otsu_threshold_adapts_to_each_crop_where_a_quantile_cannot():
-    from micranet_utils.comparison import choose_recipe, micranet_segment
+    from micranet_utils.tutorial.comparison import choose_recipe, micranet_segment
 
     rng = np.random.default_rng(1)
     truth = np.zeros((3, 1, 32, 32), bool)
@@ -354,8 +354,8 @@ def test_otsu_threshold_adapts_to_each_crop_where_a_quantile_cannot():
 
 
 def test_masks_from_instances_keep_the_scores_above_the_threshold_and_choose_threshold():
-    from micranet_utils.baselines.maskrcnn import masks_from_instances
-    from micranet_utils.comparison import choose_threshold
+    from micranet_utils.tutorial.baselines.maskrcnn import masks_from_instances
+    from micranet_utils.tutorial.comparison import choose_threshold
 
     objects = np.zeros((3, 8, 8), bool)
     objects[0, :2], objects[1, 4:], objects[2, :, :2] = True, True, True

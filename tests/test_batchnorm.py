@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
-from micranet_utils import load_zoo
-from micranet_utils.batchnorm import recalibrate_batchnorm
-from micranet_utils.data import CropDataset
-from micranet_utils.training import train
+from micranet_utils.io.zoo import load_zoo
+from micranet_utils.model.batchnorm import recalibrate_batchnorm
+from micranet_utils.io.training_files import CropDataset
+from micranet_utils.train.runs import train
 from training_data import TINY, write_tiny_folder
 
 

@@ -1,4 +1,4 @@
-"""Tests of micranet_utils.data against a plain re-implementation of the original loader's rules."""
+"""Tests of micranet_utils.io.training_files against a plain re-implementation of the original loader's rules."""
 
 import h5py
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from micranet_utils.data import CropDataset, check_training_file, find_split_files
-from micranet_utils.errors import DatasetError
+from micranet_utils.io.training_files import check_training_file, CropDataset, find_split_files
+from micranet_utils.base.errors import DatasetError
 
 
 def write_training_file(path, seed=0, groups=(("a", 3, 70, 90), ("b", 2, 64, 64)), classes=2):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
 
-from micranet_utils import demo
-from micranet_utils.data import CropDataset, check_training_file, find_split_files
-from micranet_utils.demo import ensure_demo, generate_blobs, generate_demo, synth_split, write_blobs
+from micranet_utils.tutorial import demo_data as demo
+from micranet_utils.io.training_files import check_training_file, CropDataset, find_split_files
+from micranet_utils.tutorial.demo_data import ensure_demo, generate_blobs, generate_demo, synth_split, write_blobs
 
 
 @pytest.fixture(scope="module")

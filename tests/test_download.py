@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from http_server import FileServer
-from micranet_utils import DownloadError, _registry
-from micranet_utils import download as dl
+from micranet_utils.base.errors import DownloadError
+from micranet_utils.io import registry as _registry
+from micranet_utils.io import download as dl
 from micranet_utils.cli import main
 
 ARCHIVE_URL = "/flclab-micranet/MICRA-Net.tar.gz"
@@ -329,7 +330,7 @@ def test_a_second_process_waits_for_the_first(tmp_path, server, capsys):
 def test_host_name_failure_is_named_plainly():
     import requests
 
-    from micranet_utils.transfer import _reason
+    from micranet_utils.io.http import _reason
 
     err = requests.ConnectionError("HTTPSConnectionPool(host='s3.valeria.science', port=443): Max retries exceeded "
                                    "(Caused by NameResolutionError(\"Failed to resolve 's3.valeria.science'\"))")

@@ -17,11 +17,13 @@ import tifffile
 import torch
 from model_helpers import randomise_batchnorm
 
-from micranet_utils import MICRANet, ZooError, cli
-from micranet_utils.ensemble import ensemble_members, ensemble_segment, load_ensemble
-from micranet_utils.gradcam import local_maps, predicted
-from micranet_utils.recipes import RECIPES, score_maps, segment
-from micranet_utils.thresholds import peak_mask
+from micranet_utils.model.network import MICRANet
+from micranet_utils.base.errors import ZooError
+from micranet_utils import cli
+from micranet_utils.analysis.ensemble import ensemble_members, ensemble_segment, load_ensemble
+from micranet_utils.model.gradcam import local_maps, predicted
+from micranet_utils.analysis.recipes import RECIPES, score_maps, segment
+from micranet_utils.analysis.thresholds import peak_mask
 
 GROUP, MODEL = "MICRANet-finetuned", "20200101-120000_42"
 PARAMS = {"num_classes": 1, "num_input_images": 3, "size": 512, "seed": 42}

@@ -5,10 +5,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from micranet_utils import MICRANet
-from micranet_utils.errors import ImageError, MicranetError
-from micranet_utils.gradcam import (LAYER_STRIDES, layer_names, local_maps, original_settings,
-                                    predicted, sequential_view)
+from micranet_utils.model.network import MICRANet
+from micranet_utils.base.errors import ImageError, MicranetError
+from micranet_utils.model.gradcam import layer_names, LAYER_STRIDES, local_maps, original_settings, predicted, sequential_view
 from reference_gradcam import reference_local_maps
 
 ATOL = 1e-5

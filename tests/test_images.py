@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from micranet_utils.errors import ImageError
-from micranet_utils.images import check_channels, find_images, normalize_intensity, read_image
+from micranet_utils.base.errors import ImageError
+from micranet_utils.io.images import check_channels, find_images, normalize_intensity, read_image
 
 
 def reference_normalize(channel, low, high):

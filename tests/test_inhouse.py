@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from micranet_utils.cli import main
-from micranet_utils.data import CropDataset, check_training_file, find_split_files
-from micranet_utils.errors import DatasetError
-from micranet_utils import inhouse
-from micranet_utils.inhouse import make_dataset, split_images, validate_folder
+from micranet_utils.io.training_files import check_training_file, CropDataset, find_split_files
+from micranet_utils.base.errors import DatasetError
+from micranet_utils.apps import make_dataset as inhouse
+from micranet_utils.apps.make_dataset import make_dataset, split_images
+from micranet_utils.apps.folder_check import validate_folder
 
 CROP = 64
 

@@ -1,4 +1,4 @@
-"""The small helpers the lessons share (micranet_utils.lessons)."""
+"""The small helpers the lessons share (micranet_utils.tutorial.lessons)."""
 
 import ctypes
 import sys
@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from micranet_utils import lessons
+from micranet_utils.base.devices import pick_device
+from micranet_utils.tutorial import lessons
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), (" On ", True), ("0", False),
@@ -24,9 +25,9 @@ def test_work_dir_follows_the_environment_and_is_created(monkeypatch, tmp_path):
 
 def test_pick_device_resolves_auto_and_refuses_a_missing_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert lessons.pick_device("auto") == torch.device("cpu")
+    assert pick_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="no CUDA GPU"):
-        lessons.pick_device("cuda")
+        pick_device("cuda")
 
 
 def test_dataset_choice_names_the_allowed_values():

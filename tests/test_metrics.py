@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from micranet_utils import metrics
+from micranet_utils.analysis import metrics
 
 # 4 x 4 masks: pred covers the left half (8 px), truth the top half (8 px); overlap 4 px.
 PRED = np.zeros((4, 4), bool)

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from micranet_utils import DATASETS, LAYERS, MICRANet, count_parameters
+from micranet_utils.base.datasets import DATASETS
+from micranet_utils.model.network import LAYERS
+from micranet_utils.model.network import count_parameters, MICRANet
 from original_network import original_logits
 
 

@@ -10,9 +10,11 @@ import pytest
 import tifffile
 import torch
 
-from micranet_utils import cli, save_zoo
-from micranet_utils.gradcam import local_maps
-from micranet_utils.predict import prepare_image, tiled_maps
+from micranet_utils import cli
+from micranet_utils.io.zoo import save_zoo
+from micranet_utils.model.gradcam import local_maps
+from micranet_utils.io.images import prepare_image
+from micranet_utils.model.gradcam import tiled_maps
 
 GOOD = ["float.tif", "uint16_odd.tif", "grey.png"]
 BAD = {"empty.tif": "empty", "notes.tif": "", "rgb.tif": "channel", "nan.tif": "NaN", "tiny.tif": "7x7"}
@@ -161,7 +163,8 @@ def test_prepare_image_auto_rescales_whole_numbers_only():
 def test_published_samples_of_every_dataset(upstream_samples, tmp_path, capsys, dataset, folder_name):
     """Every data set's zoo layout and recipe runs on a real crop (shapes only: where the
     masks land is checked with hand-built detectors in test_sample_masks.py)."""
-    from micranet_utils import MICRANet, get_dataset
+    from micranet_utils.model.network import MICRANet
+    from micranet_utils.base.datasets import get_dataset
 
     info = get_dataset(dataset)
     model = MICRANet(num_classes=info.num_classes, in_channels=info.in_channels).eval()

@@ -12,8 +12,8 @@ import torch
 from scipy import ndimage
 from skimage.filters import gaussian, threshold_otsu
 
-from micranet_utils import recipes, thresholds
-from micranet_utils.metrics import iou
+from micranet_utils.analysis import detection, recipes, thresholds
+from micranet_utils.analysis.metrics import iou
 
 
 # ----------------------------------------------------------------- plain references
@@ -263,7 +263,7 @@ def test_mnist_segments_confident_components_only(rng):
     mask = recipes.segment(maps, [[True]], None, "mnist")[0, 0]
     assert mask[digit].mean() > 0.3
     assert not mask[faint].any()
-    labels = recipes.labels_from_masks(np.stack([mask, np.zeros_like(mask)])[None])
+    labels = detection.labels_from_masks(np.stack([mask, np.zeros_like(mask)])[None])
     assert set(np.unique(labels)) == {0, 1}
 
 
@@ -274,28 +274,28 @@ def test_detect_and_count_by_hand():
     masks[0, 0, 1:3, 1:4] = True                          # 6 px, centroid (1.5, 2)
     masks[0, 0, 6, 8] = True                              # 1 px
     masks[0, 0, 7, 9] = True                              # diagonal neighbour: same object (8-connected)
-    objects = recipes.detect(masks)[0][0]
+    objects = detection.detect(masks)[0][0]
     np.testing.assert_allclose(objects.centroids, [[1.5, 2.0], [6.5, 8.5]])
     np.testing.assert_array_equal(objects.boxes, [[1, 1, 3, 4], [6, 8, 8, 10]])
     np.testing.assert_array_equal(objects.areas, [6, 2])
-    assert recipes.detect(masks)[0][1].centroids.shape == (0, 2)
-    np.testing.assert_array_equal(recipes.count(masks), [[2, 0]])
-    np.testing.assert_array_equal(recipes.count(masks, min_area=3), [[1, 0]])
+    assert detection.detect(masks)[0][1].centroids.shape == (0, 2)
+    np.testing.assert_array_equal(detection.count(masks), [[2, 0]])
+    np.testing.assert_array_equal(detection.count(masks, min_area=3), [[1, 0]])
 
 
 def test_labels_from_masks_highest_class_wins():
     masks = np.zeros((1, 3, 2, 2), bool)
     masks[0, 0, 0] = True
     masks[0, 2, :, 0] = True
-    np.testing.assert_array_equal(recipes.labels_from_masks(masks)[0], [[3, 1], [3, 0]])
+    np.testing.assert_array_equal(detection.labels_from_masks(masks)[0], [[3, 1], [3, 0]])
 
 
 # ----------------------------------------------------------------- all recipes on the demo blobs
 
 @pytest.mark.parametrize("name", ["actin", "ctc", "em", "pvivax", "mnist"])
 def test_every_recipe_finds_demo_blobs(rng, name):
-    from micranet_utils.demo import generate_blobs
-    from micranet_utils.metrics import precision, recall
+    from micranet_utils.tutorial.demo_data import generate_blobs
+    from micranet_utils.analysis.metrics import precision, recall
 
     images, instances, points = generate_blobs(2, size=128, seed=3)
     truth = instances > 0
@@ -307,7 +307,7 @@ def test_every_recipe_finds_demo_blobs(rng, name):
     assert precision(masks[:, 0], truth) > 4 * truth.mean(), name     # masks sit on the blobs...
     assert recall(masks[:, 0], truth) > 0.3, name                       # ...and cover a good part of them
     if name in ("em", "pvivax"):          # one object, the one around the strongest response
-        np.testing.assert_array_equal(recipes.count(masks), [[1], [1]])
+        np.testing.assert_array_equal(detection.count(masks), [[1], [1]])
     else:
-        found = recipes.detect(masks, min_area=10)
+        found = detection.detect(masks, min_area=10)
         assert all(len(found[b][0].areas) >= 0.5 * len(points[b]) for b in range(2)), name

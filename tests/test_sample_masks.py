@@ -52,10 +52,14 @@ import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from micranet_utils import MICRANet, cli, get_dataset, save_zoo
-from micranet_utils.images import read_image
-from micranet_utils.network import LAYERS
-from micranet_utils.predict import predict_folder, prepare_image
+from micranet_utils.model.network import MICRANet
+from micranet_utils import cli
+from micranet_utils.base.datasets import get_dataset
+from micranet_utils.io.zoo import save_zoo
+from micranet_utils.io.images import read_image
+from micranet_utils.model.network import LAYERS
+from micranet_utils.apps.predict import predict_folder
+from micranet_utils.io.images import prepare_image
 
 STAINS = {"actin": [1.0], "ctc": [1.0], "mnist": [1.0], "em": [-1.0], "pvivax": [1.0, -1.0, 0.0]}
 FOLDERS = {"actin": "actin", "ctc": "cell-tracking-challenge", "em": "em", "mnist": "mnist", "pvivax": "pvivax"}

@@ -14,10 +14,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from micranet_utils import MICRANet, batching, checkpoints, training, training_loop
+from micranet_utils.model.network import MICRANet
+from micranet_utils.train import batching, loop as training_loop, runs as training
+from micranet_utils.io import checkpoints
 from micranet_utils.cli import main as cli_main
-from micranet_utils.errors import DatasetError, ZooError
-from micranet_utils.zoo import load_zoo, save_zoo
+from micranet_utils.base.errors import DatasetError, ZooError
+from micranet_utils.io.zoo import load_zoo, save_zoo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -381,28 +383,28 @@ def test_classification_metrics_against_definitions():
 
 # -- the lessons' demo model ----------------------------------------------------------------------
 def test_ensure_demo_model_trains_once_then_reuses(tmp_path, monkeypatch):
-    from micranet_utils import demo
+    from micranet_utils.tutorial import demo_models
 
     def tiny_demo(folder, seed=0, fast=None, progress=True):
         write_tiny_folder(folder)
         return {"training": folder / "training_tiny.hdf5", "validation": folder / "validation_tiny.hdf5"}
 
-    monkeypatch.setattr(demo, "ensure_demo", tiny_demo)
+    monkeypatch.setattr(demo_models, "ensure_demo", tiny_demo)
     tiny_settings = {k: v for k, v in TINY.items() if k != "progress"}
-    monkeypatch.setattr(training, "DEMO_SETTINGS", {"fast": {**tiny_settings, "epochs": 1}, "full": tiny_settings})
-    path = training.ensure_demo_model(tmp_path, fast=True, progress=False)
+    monkeypatch.setattr(demo_models, "DEMO_SETTINGS", {"fast": {**tiny_settings, "epochs": 1}, "full": tiny_settings})
+    path = demo_models.ensure_demo_model(tmp_path, fast=True, progress=False)
     assert path == tmp_path / "models" / "demo_micranet.hdf5"
     model, params = load_zoo(path)
     assert params["demo_fast"] is True and params["epochs"] == 1
-    assert_same_weights(model.state_dict(), weights_of(training.demo_run_dir(tmp_path, True) / "best.hdf5"))
+    assert_same_weights(model.state_dict(), weights_of(demo_models.demo_run_dir(tmp_path, True) / "best.hdf5"))
 
     def no_training(*args, **kwargs):
         raise AssertionError("should not train again")
 
-    monkeypatch.setattr(training, "train", no_training)
-    assert training.ensure_demo_model(tmp_path, fast=True, progress=False) == path
+    monkeypatch.setattr(demo_models, "train", no_training)
+    assert demo_models.ensure_demo_model(tmp_path, fast=True, progress=False) == path
     monkeypatch.undo()
-    monkeypatch.setattr(demo, "ensure_demo", tiny_demo)
-    monkeypatch.setattr(training, "DEMO_SETTINGS", {"fast": tiny_settings, "full": {**tiny_settings, "epochs": 1}})
-    training.ensure_demo_model(tmp_path, fast=False, progress=False)     # full mode replaces a fast model
+    monkeypatch.setattr(demo_models, "ensure_demo", tiny_demo)
+    monkeypatch.setattr(demo_models, "DEMO_SETTINGS", {"fast": tiny_settings, "full": {**tiny_settings, "epochs": 1}})
+    demo_models.ensure_demo_model(tmp_path, fast=False, progress=False)     # full mode replaces a fast model
     assert load_zoo(path)[1]["demo_fast"] is False

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from micranet_utils.training import default_num_workers
+from micranet_utils.train.loop import default_num_workers
 
 
 @pytest.mark.parametrize("cores, world, expected", [

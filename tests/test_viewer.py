@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from micranet_utils import recipes, viewer
+from micranet_utils.analysis import recipes
+from micranet_utils.tutorial import viewer
 
 pytest.importorskip("ipywidgets")
 

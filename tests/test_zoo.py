@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from micranet_utils import MICRANet, ZooError, list_models, load_zoo, save_zoo
-from micranet_utils.zoo import read_group
+from micranet_utils.model.network import MICRANet
+from micranet_utils.base.errors import ZooError
+from micranet_utils.io.zoo import list_models, load_zoo, save_zoo
+from micranet_utils.io.zoo import read_group
 from original_network import original_logits
 
 # trainer_params as the original Actin train.py writes them (example values)

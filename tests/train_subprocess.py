@@ -1,4 +1,4 @@
-"""Run micranet_utils.training in a child process, for the kill-and-resume and torchrun tests.
+"""Run micranet_utils.train.runs in a child process, for the kill-and-resume and torchrun tests.
 
 usage: python train_subprocess.py train DATA RUN SETTINGS_JSON [KILL_EPOCH KILL_BATCH]
        python train_subprocess.py resume RUN
@@ -19,7 +19,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from micranet_utils import training  # noqa: E402
+from micranet_utils.train import runs as training
 
 
 def main(argv):

@@ -18,13 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from micranet_utils import load_zoo  # noqa: E402
-from micranet_utils.data import CropDataset  # noqa: E402
-from micranet_utils.demo import ensure_demo  # noqa: E402
-from micranet_utils.gradcam import local_maps, predicted  # noqa: E402
-from micranet_utils.metrics import dice  # noqa: E402
-from micranet_utils.recipes import segment  # noqa: E402
-from micranet_utils.training import ensure_demo_model  # noqa: E402
+from micranet_utils.io.zoo import load_zoo
+from micranet_utils.io.training_files import CropDataset
+from micranet_utils.tutorial.demo_data import ensure_demo
+from micranet_utils.model.gradcam import local_maps, predicted
+from micranet_utils.analysis.metrics import dice
+from micranet_utils.analysis.recipes import segment
+from micranet_utils.tutorial.demo_models import ensure_demo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MICRANET_WORKDIR", str(ROOT / "outputs" / "work"))
@@ -32,7 +32,7 @@ os.environ.setdefault("MICRANET_WORKDIR", str(ROOT / "outputs" / "work"))
 
 def main(output=ROOT / "docs" / "overview.png", size=128, fast=True):
     """Draw the figure with the demo model of the given mode (the fast one trains in minutes)."""
-    from micranet_utils.demo import demo_folder
+    from micranet_utils.tutorial.demo_data import demo_folder
 
     model, _ = load_zoo(ensure_demo_model(fast=fast))
     files = ensure_demo(folder=demo_folder(fast=fast), fast=fast)

@@ -23,10 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from micranet_utils import _registry  # noqa: E402
-from micranet_utils.download import download_file  # noqa: E402
-from micranet_utils.errors import MicranetError  # noqa: E402
-from micranet_utils.files import write_atomic  # noqa: E402
+from micranet_utils.io import registry as _registry
+from micranet_utils.io.download import download_file
+from micranet_utils.base.errors import MicranetError
+from micranet_utils.base.files import write_atomic
 
 HEADER = '"""' + (_registry.__doc__ or "").strip() + '\n"""\n\n'
 
