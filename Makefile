@@ -37,8 +37,9 @@ test-lessons: venv
 	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q \
 	  --nbval-lax --nbval-cell-timeout=900 --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks
 
-# after the lessons: lesson 05 in the browser reuses the model lesson 03 trained in test-work
-test-browser: venv
+# needs the lessons first: lesson 05 in the browser reuses the model lesson 03 trained in
+# test-work, so `make -j test` runs the lessons before the browser test
+test-browser: venv test-lessons
 	MICRANET_FAST=1 MICRANET_WORKDIR=$(CURDIR)/outputs/test-work $(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 # as root (a container), JupyterLab refuses to start without --allow-root

@@ -27,8 +27,10 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", COLAB_PACKAGE], check=True)
 
 # %% tags=["parameters"]
+from micranet_utils.tutorial.lessons import is_fast
+
 DATASET = "demo"  # "demo": offline synthetic data with pixel truth; "actin": the published files (GBs)
-FAST = os.environ.get("MICRANET_FAST", "0") == "1"  # CI: less work, same assertions
+FAST = is_fast()  # MICRANET_FAST=1 (CI): less work, same assertions
 DEVICE = "auto"  # not used here: nothing is trained in this lesson
 
 # %%

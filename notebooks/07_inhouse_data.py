@@ -29,8 +29,10 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", COLAB_PACKAGE], check=True)
 
 # %% tags=["parameters"]
+from micranet_utils.tutorial.lessons import is_fast
+
 DATASET = "demo"  # start model: "demo" (trained offline in lesson 03) or "actin" (the published Actin zoo)
-FAST = os.environ.get("MICRANET_FAST", "0") == "1"  # CI: less work, same assertions
+FAST = is_fast()  # MICRANET_FAST=1 (CI): less work, same assertions
 DEVICE = "auto"  # "auto", "cpu" or "cuda"
 
 # %%

@@ -433,7 +433,6 @@ def test_cli_refuses_a_hostile_archive(tmp_path, server, capsys):
     assert not (tmp_path / "escaped.txt").exists()
 
 
-@pytest.mark.slow  # starting Python and importing torch takes seconds
 def test_console_script_downloads_all(tmp_path, server):
     script = Path(sys.executable).with_name("micranet")
     if not script.exists():

@@ -51,3 +51,19 @@ def test_return_freed_memory_does_nothing_without_glibc(monkeypatch):
 
     monkeypatch.setattr(ctypes, "CDLL", missing)
     assert lessons.return_freed_memory() is False
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), (" Yes ", True), ("on", True), ("TRUE", True),
+                                             ("0", False), ("off", False), ("No", False), ("", False)])
+def test_fast_mode_reads_the_usual_words(monkeypatch, value, expected):
+    monkeypatch.setenv("MICRANET_FAST", value)
+    assert lessons.is_fast() is expected
+
+
+def test_fast_mode_refuses_a_value_it_does_not_understand(monkeypatch):
+    monkeypatch.setenv("MICRANET_FAST", "fast")
+    with pytest.raises(ValueError, match="MICRANET_FAST='fast' is not understood"):
+        lessons.is_fast()
+    monkeypatch.delenv("MICRANET_FAST")
+    assert lessons.is_fast() is False
+

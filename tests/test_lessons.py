@@ -54,7 +54,7 @@ def test_lesson_follows_the_template(script):
     assert len(parameters) == 1, "exactly one cell tagged 'parameters'"
     for name in ("DATASET", "FAST", "DEVICE"):
         assert f"{name} =" in parameters[0].source, f"parameters cell lacks {name}"
-    assert 'os.environ.get("MICRANET_FAST"' in parameters[0].source
+    assert "FAST = is_fast()" in parameters[0].source, "fast mode is read by lessons.is_fast, as everywhere"
     for heading in ("**Goal.**", "## What you learned", "## Try this on your data"):
         assert heading in text, f"{script.name} lacks {heading!r}"
     assert any("assert " in c.source for c in cells if c.cell_type == "code"), "a lesson checks its results"

@@ -85,3 +85,27 @@ def test_every_subpackage_and_module_is_reachable_from_the_top():
     assert not missing, missing
     assert mu.model.network.MICRANet.__module__ == "micranet_utils.model.network"
     assert mu.tutorial.baselines.unet.UNet.__module__ == "micranet_utils.tutorial.baselines.unet"
+
+
+# import name -> distribution name, where they differ
+DISTRIBUTIONS = {"skimage": "scikit-image", "IPython": "ipython", "lazy_loader": "lazy-loader",
+                 "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def test_every_library_the_package_imports_is_declared(pyproject):
+    """A module imported anywhere in micranet_utils is a declared dependency (or in an extra)."""
+    import ast
+
+    declared = {_name(r) for r in pyproject["project"]["dependencies"]}
+    extras = {_name(r) for group in pyproject["project"]["optional-dependencies"].values() for r in group}
+    imported = set()
+    for path in (ROOT / "micranet_utils").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "micranet_utils"}
+    missing = {name for name in third_party
+               if DISTRIBUTIONS.get(name, name).lower().replace("_", "-") not in declared | extras}
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"

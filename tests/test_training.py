@@ -128,7 +128,6 @@ def run_child(*args, env=None, check=True):
                           capture_output=True, text=True, env=env, timeout=240, check=check)
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tiny, tmp_path):
     settings = {**TINY, "epochs": 3}
     reference = training.train(tiny, tmp_path / "reference", **settings)
@@ -169,7 +168,6 @@ def test_resume_of_a_finished_run_changes_nothing_and_can_extend(tiny, tmp_path)
 
 
 # -- scale-out ------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_two_gloo_ranks_finish_with_identical_weights_and_one_checkpoint(tiny, tmp_path):
     dump = tmp_path / "dump"
     dump.mkdir()

@@ -28,6 +28,8 @@ import jupytext
 import nbclient
 import psutil
 
+from micranet_utils.tutorial.lessons import is_fast
+
 ROOT = Path(__file__).resolve().parents[1]
 # the kernel's start-up notice about its local TCP link would repeat before every lesson
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
@@ -196,7 +198,7 @@ def main(argv=None):
     if comparison.exists():
         summary["comparison"] = json.loads(comparison.read_text())
     summary["total_seconds"] = round(time.perf_counter() - total_start, 1)
-    summary["fast_mode"] = os.environ.get("MICRANET_FAST", "0") == "1"
+    summary["fast_mode"] = is_fast()
     summary["machine"] = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
     tmp = summary_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))

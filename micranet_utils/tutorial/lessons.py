@@ -9,14 +9,27 @@ import os
 from pathlib import Path
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
 
 def is_fast():
-    """True when the environment asks for fast mode (``MICRANET_FAST=1``).
+    """True when the environment asks for fast mode (``MICRANET_FAST``).
 
     Fast mode shrinks the work (fewer images, fewer epochs) so that CI stays
-    within its time budget; it never removes an assertion.
+    within its time budget; it never removes an assertion. ``1``, ``true``,
+    ``yes`` and ``on`` switch it on; ``0``, ``false``, ``no``, ``off`` and an
+    unset or empty variable leave it off (case and spaces ignored).
+
+    Raises
+    ------
+    ValueError
+        For any other value, rather than guessing what was meant.
     """
-    return os.environ.get("MICRANET_FAST", "0").strip().lower() in {"1", "true", "yes", "on"}
+    value = os.environ.get("MICRANET_FAST", "").strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"MICRANET_FAST={os.environ['MICRANET_FAST']!r} is not understood; "
+                     "use 1 (fast mode) or 0 (full lessons)")
 
 
 def work_dir(create=True):
