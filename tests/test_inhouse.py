@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from micranet_utils.cli import main
 from micranet_utils.io.training_files import check_training_file, CropDataset, find_split_files
-from micranet_utils.base.errors import DatasetError
+from micranet_utils.base.errors import ArgumentError, DatasetError
 from micranet_utils.apps import make_dataset as inhouse
 from micranet_utils.apps.make_dataset import make_dataset, split_images
 from micranet_utils.apps.folder_check import validate_folder
@@ -178,7 +178,7 @@ def test_failure_while_writing_leaves_no_file(lab, tmp_path, monkeypatch):
 
 
 def test_output_inside_the_images_folder_is_refused(lab):
-    with pytest.raises(DatasetError, match="outside the images folder"):
+    with pytest.raises(ArgumentError, match="outside the images folder"):
         make_dataset(lab, lab / "labels.csv", lab / "dataset", crop_size=CROP)
     assert not (lab / "dataset").exists()
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io.training_files import crop_positions
+from ..base.checks import non_negative_int, positive_int
 from ..base.errors import DatasetError, ImageError
+from ..io.training_files import crop_positions
 from ..io.images import check_channels, find_images, IMAGE_SUFFIXES, normalize_intensity, read_image
 
 __all__ = ["Problem", "Record", "Report", "validate_folder", "foreground_mask", "FOREGROUNDS", "FILENAME_COLUMNS",
@@ -111,6 +112,11 @@ def validate_folder(images, labels=None, *, masks=None, crop_size=256, channels=
         ``report.problems`` (file, severity, message), ``report.records`` (usable
         images with their labels), ``report.ok``; ``print(report)`` lists them per file.
     """
+    crop_size = positive_int("crop_size", crop_size, 8)       # the network's coarsest layer
+    channels = positive_int("channels", channels)
+    for key, value in (("channel", channel), ("plane", plane)):
+        if value is not None:
+            non_negative_int(key, value)
     images = Path(images)
     if not images.is_dir():
         raise DatasetError(f"{images}: images folder not found")

@@ -39,13 +39,35 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..base.errors import DatasetError
+from ..base.checks import finite_non_negative, non_negative_int, output_folder, plain_name, spreadsheet_text
+from ..base.errors import ArgumentError, DatasetError
 from ..base.files import atomic_path
 from ..io.images import normalize_intensity, read_image
 from ..io.training_files import SPLITS
 from .folder_check import foreground_mask, validate_folder
 
-__all__ = ["make_dataset", "write_dataset", "split_images"]
+__all__ = ["make_dataset", "write_dataset", "split_images", "check_options"]
+
+
+def check_options(*, name="inhouse", split=(0.7, 0.15, 0.15), seed=0):
+    """Check the options of :func:`make_dataset` before any image is read; returns (name, split, seed).
+
+    `name` must be a plain name (it becomes part of file names: a ``/`` or
+    ``..`` would write outside the output folder, or several splits into one
+    file); `split` three finite fractions of at least 0, not all 0; `seed` a
+    whole number of at least 0.
+    """
+    name = plain_name("name", name)
+    try:
+        values = list(split)
+    except TypeError:
+        raise ArgumentError(f"split must be three fractions, got {split!r}") from None
+    if len(values) != 3:
+        raise ArgumentError(f"split must be three fractions (training, validation, testing), got {split!r}")
+    values = tuple(finite_non_negative(f"split ({part})", value) for part, value in zip(SPLITS, values))
+    if sum(values) <= 0:
+        raise ArgumentError(f"split: at least one fraction must be above 0, got {values}")
+    return name, values, non_negative_int("seed", seed)
 
 
 def split_images(labels, fractions=(0.7, 0.15, 0.15), seed=0):
@@ -138,6 +160,7 @@ def make_dataset(images, labels, output, *, masks=None, crop_size=256, split=(0.
         When the folder check finds errors; the message is the full report.
         Nothing is written then, and the images folder is never modified.
     """
+    check_options(name=name, split=split, seed=seed)
     report = validate_folder(images, labels, masks=masks, crop_size=crop_size, channels=channels,
                              channel=channel, plane=plane, projection=projection, foreground=foreground,
                              progress=progress)
@@ -151,13 +174,12 @@ def make_dataset(images, labels, output, *, masks=None, crop_size=256, split=(0.
 def write_dataset(report, output, *, images, masks=None, split=(0.7, 0.15, 0.15), seed=0, read_options=None,
                   foreground="otsu", percentiles=(1.0, 99.8), name="inhouse", progress=True):
     """Write the files of :func:`make_dataset` from a clean :class:`Report` (all at once, or nothing)."""
+    name, split, seed = check_options(name=name, split=split, seed=seed)
     output = Path(output)
     images = Path(images)
     if not report.ok:
         raise DatasetError(f"{images}: the report has errors; nothing was written")
-    if output.resolve() == images.resolve() or images.resolve() in output.resolve().parents:
-        raise DatasetError(f"{output}: the output folder must be outside the images folder {images}; "
-                           "your folder is never written to")
+    output_folder("output", output, inputs=[("images", images), ("masks", masks)])
     records = [r for r in report.records if r.crops > 0]
     if not records:
         raise DatasetError(f"{images}: no image gives a crop with enough foreground; nothing was written")
@@ -210,6 +232,6 @@ def _write_table(path, records, assigned, class_names):
         writer = csv.writer(handle)
         writer.writerow(["filename", "split", "crops", *class_names])
         for record, s in zip(records, assigned):
-            writer.writerow([record.name, SPLITS[s], record.crops, *record.labels])
+            writer.writerow([spreadsheet_text(record.name), SPLITS[s], record.crops, *record.labels])
 
 

@@ -60,6 +60,7 @@ import csv
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,9 +75,10 @@ from .. import __version__
 from ..analysis.detection import count
 from ..analysis.ensemble import gradcam_settings, load_ensemble, segment_image
 from ..analysis.recipes import get_recipe
+from ..base.checks import non_negative_int, output_folder, positive_int, spreadsheet_text
 from ..base.datasets import DATASETS
 from ..base.devices import pick_device
-from ..base.errors import MicranetError, ZooError
+from ..base.errors import ArgumentError, ImageError, MicranetError, ZooError
 from ..base.files import atomic_path, file_sha256
 from ..io.images import (IMAGE_SUFFIXES, check_channels, display_rgb, find_images, prepare_image,
                          read_image)
@@ -127,7 +129,7 @@ def _write_outputs(out, stem, image, masks, maps, record, save_maps):
                 if record.get("folds"):
                     file.attrs["mean_over_folds"] = json.dumps(record["folds"])
     with atomic_path(out / f"{stem}_result.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
+        tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
 
 
 def analyse_image(models, path, recipe, settings, options):
@@ -143,6 +145,9 @@ def analyse_image(models, path, recipe, settings, options):
     check_channels(image, models[0].in_channels, path, options.get("dataset"))
     image = prepare_image(image, options["normalize"])
     result = segment_image(models, image, recipe, settings, options["tile"], options["overlap"], options["device"])
+    if not (np.isfinite(result.logits).all() and np.isfinite(result.maps).all()):
+        raise ImageError(f"{path}: the model gives NaN or infinite values for this image (its weights may be "
+                         "broken, or the image holds extreme values); no result is written")
     probabilities = np.round(1.0 / (1.0 + np.exp(-result.logits.astype(np.float64))), 6)
     record = {"file": path.name, "height": int(image.shape[1]), "width": int(image.shape[2]),
               "probability": probabilities.max(axis=0).tolist(),
@@ -156,9 +161,30 @@ def analyse_image(models, path, recipe, settings, options):
 
 
 def _output_stems(paths):
-    """Output name per input: its stem, or stem_suffix when two inputs share a stem."""
-    stems = [p.stem for p in paths]
-    return [f"{p.stem}_{p.suffix.lstrip('.')}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    """Output name per input, distinct by construction (compared without case, as macOS and Windows do).
+
+    An input keeps its stem (``cell.tif`` -> ``cell_masks.tif``) unless that
+    name is also another input's: then it takes its whole file name
+    (``cell.tif_masks.tif``, ``cell.png_masks.tif``), repeated until no two
+    names clash; whole names differing only in case get ``~1``, ``~2``.
+    Whole names are distinct, so this ends, and no two inputs share outputs.
+    """
+    full = [p.name for p in paths]
+    folded = [n.casefold() for n in full]
+    twins = Counter(folded)
+    seen = Counter()
+    for i, key in enumerate(folded):
+        if twins[key] > 1:
+            seen[key] += 1
+            full[i] = f"{full[i]}~{seen[key]}"
+    stems, whole = [p.stem for p in paths], set()
+    while True:
+        names = [full[i] if i in whole else stems[i] for i in range(len(paths))]
+        counts = Counter(n.casefold() for n in names)
+        clashing = {i for i, n in enumerate(names) if counts[n.casefold()] > 1}
+        if not clashing:
+            return names
+        whole |= clashing
 
 
 def _write_csv(out, records, class_names, names):
@@ -170,16 +196,13 @@ def _write_csv(out, records, class_names, names):
             writer = csv.writer(file)
             writer.writerow(header)
             for r in records:
-                writer.writerow([r["file"], r["height"], r["width"]] + r["probability"]
+                writer.writerow([spreadsheet_text(r["file"]), r["height"], r["width"]] + r["probability"]
                                 + [int(p) for p in r["predicted"]] + r["count"] + r["area"])
 
 
 def _load_models(options):
     """The model, or every fold of an ensemble: (models, params, fold names or [])."""
-    try:
-        device = pick_device(options["device"])
-    except ValueError as err:
-        raise MicranetError(str(err)) from None
+    device = pick_device(options["device"])
     try:
         loaded = load_ensemble(options["model"], name=options["name"], group=options["group"], device=device)
     except ZooError:
@@ -222,6 +245,16 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
 
     recipe = get_recipe(recipe)
     source, out = Path(input), Path(output)
+    tile = positive_int("tile", tile, 8)
+    overlap = non_negative_int("overlap", overlap)
+    if overlap >= tile:
+        raise ArgumentError(f"overlap must be smaller than tile; got tile {tile}, overlap {overlap}")
+    min_size = positive_int("min_size", min_size, 8)       # the network's coarsest layer
+    min_area = non_negative_int("min_area", min_area)
+    for key, value in (("channel", channel), ("plane", plane)):
+        if value is not None:
+            non_negative_int(key, value)
+    prepare_image(np.zeros((1, 1, 1), np.float32), normalize)           # checks the choice early
     if source.is_file():
         paths, ignored = [source], []
     elif source.is_dir():
@@ -233,22 +266,15 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
     if not paths:
         raise MicranetError(f"{source}: no image files found (looked for {', '.join(IMAGE_SUFFIXES)})")
     options = dict(model=str(Path(model).resolve()), name=name, group=group, device=device, recipe=recipe.name,
-                   maps=bool(save_maps), tile=int(tile), overlap=int(overlap), normalize=normalize,
-                   channel=channel, plane=plane, projection=projection, min_size=int(min_size),
-                   min_area=int(min_area))
-    if min_size < 8:
-        raise MicranetError(f"min_size must be at least 8 pixels (the network's coarsest layer); got {min_size}")
-    prepare_image(np.zeros((1, 1, 1), np.float32), normalize)           # checks the choice early
-    manifest_path = out / MANIFEST
+                   maps=bool(save_maps), tile=tile, overlap=overlap, normalize=normalize,
+                   channel=channel, plane=plane, projection=projection, min_size=min_size,
+                   min_area=min_area)
+    output_folder("output", out, inputs=[("input", source)])
     kept = {k: v for k, v in options.items() if k != "device"}
-    if manifest_path.is_file() and not overwrite:
-        previous = json.loads(manifest_path.read_text()).get("options", {})
-        changed = sorted(k for k in kept if previous.get(k) != kept[k])
-        if changed:
-            raise MicranetError(f"{out}: holds results made with other options ({', '.join(changed)}); "
-                                "use --overwrite or another output folder")
     nets, params, options["folds"] = _load_models(options)
     sha256 = file_sha256(model)
+    stems = _output_stems(paths)
+    finished = {} if overwrite else _finished_results(out, paths, stems, kept, sha256)
     settings = gradcam_settings(recipe.name, params)
     options["dataset"] = recipe.name if recipe.name in DATASETS else None
     class_names = params.get("class_names") or (DATASETS[recipe.name].class_names
@@ -256,19 +282,18 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
     num_classes = nets[0].num_classes
     if not class_names or len(class_names) != num_classes:
         class_names = [f"class{i}" for i in range(num_classes)]
-    out.mkdir(parents=True, exist_ok=True)
     summary = {"done": [], "skipped": [], "failed": {}, "ignored": ignored}
     for file_name in ignored:
         tqdm.write(f"micranet predict: ignored {file_name}: not an image file type", file=sys.stderr)
     records = {}
-    for path, stem in zip(tqdm(paths, desc="images", unit="image", disable=not progress), _output_stems(paths)):
-        result_file = out / f"{stem}_result.json"
-        if result_file.is_file() and not overwrite:
-            records[path.name] = json.loads(result_file.read_text())
+    for path, stem in zip(tqdm(paths, desc="images", unit="image", disable=not progress), stems):
+        if path.name in finished:
+            records[path.name] = finished[path.name]
             summary["skipped"].append(path.name)
             continue
         try:
             image, masks, maps, record = analyse_image(nets, path, recipe, settings, options)
+            record["model_sha256"] = sha256
             _write_outputs(out, stem, image, masks, maps, record, save_maps)
         except MicranetError as err:
             reason = str(err)
@@ -286,10 +311,63 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
                 "model_sha256": sha256, "recipe": asdict(recipe), "class_names": list(class_names),
                 "masks": mask_names(class_names, recipe), "gradcam": settings, "folds": options["folds"],
                 "versions": {"micranet_utils": __version__, "torch": torch.__version__, "numpy": np.__version__},
-                "images": [p.name for p in paths if p.name in records], "failed": summary["failed"],
-                "ignored": ignored}
-    with atomic_path(manifest_path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1, default=str))
+                "images": [p.name for p in paths if p.name in records],
+                "outputs": {p.name: stem for p, stem in zip(paths, stems) if p.name in records},
+                "failed": summary["failed"], "ignored": ignored}
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, default=str, allow_nan=False))
     return summary
 
 
+def _read_json(path, what):
+    """The dict in `path`, or a one-line error saying that the file is damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise MicranetError(f"{path}: not a readable {what} ({type(err).__name__}: {str(err)[:80]}); "
+                            "delete it, use --overwrite, or another output folder") from None
+    if not isinstance(value, dict):
+        raise MicranetError(f"{path}: not a {what} (no JSON object); delete it, use --overwrite, or another "
+                            "output folder")
+    return value
+
+
+_RECORD_FIELDS = {"file": str, "height": int, "width": int, "probability": list, "predicted": list,
+                  "count": list, "area": list}
+
+
+def _finished_results(out, paths, stems, kept, sha256):
+    """{file name: record} of the images an earlier run finished with this model and these options.
+
+    Checked before any image is analysed: results of another model (its SHA-256
+    differs) or other options are never mixed with new ones (the run stops, and
+    ``--overwrite`` redoes everything); a result file of another input (an
+    output name that changed when files were added) is not trusted, and that
+    image is analysed again.
+    """
+    if (out / MANIFEST).is_file():
+        manifest = _read_json(out / MANIFEST, "manifest of micranet predict")
+        previous = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+        changed = sorted(k for k in kept if previous.get(k) != kept[k])
+        if changed:
+            raise MicranetError(f"{out}: holds results made with other options ({', '.join(changed)}); "
+                                "use --overwrite or another output folder")
+        if manifest.get("model_sha256") != sha256:
+            raise MicranetError(f"{out}: holds results of another model (SHA-256 "
+                                f"{str(manifest.get('model_sha256'))[:12]}..., now {sha256[:12]}...); "
+                                "use --overwrite to redo them, or another output folder")
+    finished = {}
+    for path, stem in zip(paths, stems):
+        result_file = out / f"{stem}_result.json"
+        if not result_file.is_file():
+            continue
+        record = _read_json(result_file, "result file of micranet predict")
+        if not all(isinstance(record.get(key), kind) for key, kind in _RECORD_FIELDS.items()):
+            raise MicranetError(f"{result_file}: not a result file of micranet predict (missing fields); "
+                                "delete it, use --overwrite, or another output folder")
+        if record.get("model_sha256") != sha256:
+            raise MicranetError(f"{result_file}: was made with another model (or by an older version); "
+                                "use --overwrite to redo every image, or another output folder")
+        if record.get("file") == path.name:
+            finished[path.name] = record
+    return finished

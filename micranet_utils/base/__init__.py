@@ -3,4 +3,4 @@
 
 import lazy_loader as lazy
 
-__getattr__, __dir__, __all__ = lazy.attach(__name__, submodules=['arrays', 'datasets', 'devices', 'errors', 'files'])
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submodules=['arrays', 'checks', 'datasets', 'devices', 'errors', 'files'])

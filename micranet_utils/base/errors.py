@@ -11,6 +11,10 @@ class MicranetError(ValueError):
     """Base class of every error this package raises on bad input."""
 
 
+class ArgumentError(MicranetError):
+    """A value given to a command or a function is out of range, or an output folder is unusable."""
+
+
 class ZooError(MicranetError):
     """A model-zoo HDF5 file is missing, unreadable or not in the published layout."""
 

@@ -25,7 +25,7 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader
 
 from ..base.devices import pick_device
-from ..base.errors import DatasetError, MicranetError
+from ..base.errors import ArgumentError, DatasetError, MicranetError
 from ..io import checkpoints
 from ..io.training_files import CropDataset
 from ..io.zoo import load_zoo
@@ -93,14 +93,47 @@ def freeze_parameters(model, names):
         elif name in modules:
             chosen.add(name)
         else:
-            raise ValueError(f"cannot freeze {name!r}: choose 'all-conv', a block ({', '.join(LAYERS)}) "
-                             f"or a module ({', '.join(modules)})")
+            raise ArgumentError(f"freeze: cannot freeze {name!r}; choose 'all-conv', a block "
+                                f"({', '.join(LAYERS)}) or a module ({', '.join(modules)})")
     frozen = []
     for key, parameter in model.named_parameters():
         if key.split(".")[0] in chosen:
             parameter.requires_grad_(False)
             frozen.append(key)
     return frozen
+
+
+def check_freeze(names):
+    """`names` (a list of str) if :func:`freeze_parameters` knows every one of them, before any data is read."""
+    freeze_parameters(MICRANet(num_classes=1), names)
+    return list(names)
+
+
+_STATE_FIELDS = {"epoch": int, "position": int, "epoch_sums": dict, "history": list, "best_loss": (int, float),
+                 "best_epoch": int, "scheduler": dict, "optimizer": dict, "rng": dict}
+_PARAM_FIELDS = ("size", "step", "foreground_fraction", "label_fraction", "seed", "lr", "epochs", "data_aug",
+                 "pos_weight", "freeze", "hdf5_training_path", "hdf5_validation_path", "dataloader_params",
+                 "scheduler", "device", "amp", "deterministic", "model_name")
+
+
+def check_training_state(state, params, path):
+    """`state` (from :func:`~micranet_utils.io.checkpoints.read_training_state`) if it can be resumed.
+
+    Raises
+    ------
+    TrainingError
+        A part of the state or of the recorded settings is missing or of the
+        wrong kind (a damaged or hand-edited ``last.hdf5``).
+    """
+    wrong = [key for key, kind in _STATE_FIELDS.items()
+             if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    wrong += [key for key in _PARAM_FIELDS if key not in params]
+    if not wrong and (state["epoch"] < 0 or state["position"] < 0):
+        wrong = ["epoch" if state["epoch"] < 0 else "position"]
+    if wrong:
+        raise TrainingError(f"{path}: the training state is damaged ({', '.join(wrong)} missing or wrong); "
+                            "start a new run from best.hdf5 with --restore-from")
+    return state
 
 
 def resolve_pos_weight(pos_weight, targets, class_names, path):
@@ -278,11 +311,16 @@ class _Run:
         self.start = (0, 0, {"loss": 0.0, "batches": 0, "seconds": 0.0})
         if self.state is not None:
             state = self.state
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if self.amp and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            checkpoints.restore_rng(state, {"augment": self.augment_generator})
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                if self.amp and state.get("scaler"):
+                    self.scaler.load_state_dict(state["scaler"])
+                checkpoints.restore_rng(state, {"augment": self.augment_generator})
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+                raise TrainingError(f"{self.run_dir / 'last.hdf5'}: the training state does not fit this model "
+                                    f"({type(err).__name__}: {str(err)[:100]}); start a new run from best.hdf5 "
+                                    "with --restore-from") from None
             self.start = (state["epoch"], state["position"], state["epoch_sums"])
             self.history, self.best_loss, self.best_epoch = state["history"], state["best_loss"], state["best_epoch"]
         self.network = model
@@ -364,8 +402,7 @@ class _Run:
             if not math.isfinite(value):
                 raise TrainingError(
                     f"the training loss became {value} at epoch {epoch + 1}, batch {index + 1}; training "
-                    f"stopped; {self.run_dir / 'last.hdf5'} keeps the last good state. Try a lower "
-                    "lr, or check the images for extreme values")
+                    f"stopped; {self._saved_state()}. Try a lower lr, or check the images for extreme values")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -380,6 +417,15 @@ class _Run:
                 self._save_last(epoch, index + 1, {**sums, "seconds": time.time() - started})
         bar.close()
         return sums
+
+    def _saved_state(self):
+        """What the run folder really holds to go on from, in words (for the NaN-loss message)."""
+        last, best = self.run_dir / "last.hdf5", self.run_dir / "best.hdf5"
+        if last.is_file():
+            return f"{last} keeps the last good state (resume with --resume {self.run_dir})"
+        if best.is_file():
+            return f"{best} keeps the best model so far; no resumable state was saved"
+        return "nothing was saved yet (no checkpoint before this batch)"
 
     def _recalibrate_batchnorm(self):
         """Exact BatchNorm statistics from evenly spread training crops (same on every rank)."""

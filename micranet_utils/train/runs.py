@@ -40,11 +40,14 @@ Command line::
 import datetime
 from pathlib import Path
 
-from ..base.errors import DatasetError
+from ..base.checks import (finite_non_negative, finite_positive, fraction, non_negative_int, output_folder,
+                           positive_int)
+from ..base.devices import pick_device
+from ..base.errors import ArgumentError, DatasetError, MicranetError
 from ..io import checkpoints
 from ..io.training_files import check_training_file, find_split_files
 from ..io.zoo import load_zoo
-from .loop import _Run, TrainingError
+from .loop import _Run, check_freeze, check_training_state, TrainingError
 
 __all__ = ["train", "resume"]
 
@@ -135,6 +138,28 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
         stops; ``last.hdf5`` keeps the last good epoch).
     """
 
+    size, batch_size, epochs = positive_int("size", size, 8), positive_int("batch_size", batch_size), \
+        positive_int("epochs", epochs)
+    step = finite_positive("step", step)
+    foreground_fraction, label_fraction = (fraction("foreground_fraction", foreground_fraction),
+                                           fraction("label_fraction", label_fraction))
+    augment = fraction("augment", augment)
+    lr, min_lr = finite_positive("lr", lr), finite_non_negative("min_lr", min_lr)
+    lr_factor = fraction("lr_factor", lr_factor, zero=False, one=False)
+    lr_patience, lr_threshold = non_negative_int("lr_patience", lr_patience), finite_non_negative(
+        "lr_threshold", lr_threshold)
+    seed, checkpoint_every = non_negative_int("seed", seed), non_negative_int("checkpoint_every", checkpoint_every)
+    bn_recalibration_crops = non_negative_int("bn_recalibration_crops", bn_recalibration_crops)
+    num_workers = None if num_workers is None else non_negative_int("num_workers", num_workers)
+    max_batches = None if max_batches is None else positive_int("max_batches", max_batches)
+    if pos_weight not in (None, "balanced"):
+        if isinstance(pos_weight, str):
+            raise ArgumentError(f"pos_weight must be numbers, 'balanced' or None, got {pos_weight!r}")
+        pos_weight = [finite_non_negative("pos_weight", w) for w in pos_weight]
+    if amp not in ("auto", True, False):
+        raise ArgumentError(f"amp must be 'auto', True or False, got {amp!r}")
+    pick_device(device)
+    freeze = check_freeze(_freeze_list(freeze))
     if dry_run:
         epochs, max_batches, num_workers = 1, 2, 0
     train_path, valid_path = _split_paths(data, validation, find_split_files)
@@ -144,18 +169,15 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
     if (run_dir / "last.hdf5").exists():
         raise TrainingError(f"{run_dir}: already holds a run (last.hdf5); continue it with "
                             f"--resume {run_dir} or choose another --output")
-    for name, value, low in (("size", size, 8), ("batch_size", batch_size, 1), ("epochs", epochs, 1)):
-        if int(value) < low:
-            raise ValueError(f"{name} must be at least {low}, got {value}")
+    output_folder("output", run_dir)
     now = datetime.datetime.now()
     params = {
         "model_name": f"{now:%Y%m%d-%H%M%S}_{seed}", "datetime": f"{now:%Y%m%d-%H%M%S}",
         "restore-from": None if restore_from is None else str(Path(restore_from).resolve()),
-        "freeze": _freeze_list(freeze), "dry_run": bool(dry_run), "size": int(size),
+        "freeze": freeze, "dry_run": bool(dry_run), "size": int(size),
         "seed": int(seed), "lr": float(lr), "epochs": int(epochs), "data_aug": float(augment),
         "step": float(step), "foreground_fraction": float(foreground_fraction),
-        "label_fraction": float(label_fraction), "pos_weight": pos_weight if pos_weight in (None, "balanced")
-        else [float(w) for w in pos_weight],
+        "label_fraction": float(label_fraction), "pos_weight": pos_weight,
         "hdf5_training_path": str(train_path.resolve()), "hdf5_validation_path": str(valid_path.resolve()),
         "dataloader_params": {"shuffle": True, "drop_last": True, "batch_size": int(batch_size),
                               "num_workers": num_workers},
@@ -180,7 +202,8 @@ def resume(run_dir, *, epochs=None, progress=True, callback=None, device=None):
     run_dir : str or Path
         A run folder written by :func:`train`.
     epochs : int, optional
-        New total number of epochs (to train longer than planned).
+        New total number of epochs (to train longer than planned); at least the
+        epochs already done.
     progress, callback
         As in :func:`train`.
     device : str, optional
@@ -196,12 +219,21 @@ def resume(run_dir, *, epochs=None, progress=True, callback=None, device=None):
     if not last.is_file():
         raise TrainingError(f"{run_dir}: no last.hdf5 to resume from (is it a run folder of 'micranet train'?)")
     model, params = load_zoo(last)
-    state = checkpoints.read_training_state(last)
+    try:
+        state = checkpoints.read_training_state(last)
+    except MicranetError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:       # damaged JSON or missing parts of the state
+        raise TrainingError(f"{last}: the training state is damaged ({type(err).__name__}: {err}); "
+                            "start a new run from best.hdf5 with --restore-from") from None
+    state = check_training_state(state, params, last)
     params = dict(params)
     if epochs is not None:
-        params["epochs"] = int(epochs)
+        params["epochs"] = positive_int("epochs", epochs, max(1, state["epoch"]))
     if device is not None:
+        pick_device(device)
         params["device"] = str(device)
+    output_folder("run folder", run_dir)
     return _Run(params, run_dir, state, progress, callback, weights=model.state_dict()).fit()
 
 

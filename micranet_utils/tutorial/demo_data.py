@@ -22,7 +22,10 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..base.checks import non_negative_int, output_folder, positive_int
+from ..base.errors import ArgumentError, DatasetError
 from ..base.files import atomic_path
+from ..io.hdf5 import open_hdf5
 from .demo_drawing import (blob_image, DEFAULT_SIZE, PSF_FWHM_PX, synth_actin_image)
 from .lessons import is_fast, work_dir
 
@@ -42,8 +45,7 @@ FAST_N_IMAGES = 12
 
 def split_sizes(n_images):
     """Number of images per split: `n_images` for training, a third of it (at least 2) for the others."""
-    if int(n_images) < 4:
-        raise ValueError(f"n_images must be at least 4 (one of each label combination), got {n_images}")
+    n_images = positive_int("n_images", n_images, 4)      # one image of each label combination
     other = max(2, -(-int(n_images) // 3))
     return {"training": int(n_images), "validation": other, "testing": other}
 
@@ -105,13 +107,13 @@ def _demo_attrs(seed, split, n_images, n_training_images, size):
             "psf_fwhm_px": PSF_FWHM_PX, "class_names": list(CLASS_NAMES)}
 
 
-def generate_demo(output, seed=0, n_images=None, size=None, progress=True):
+def generate_demo(output, seed=0, n_images=None, size=None, progress=True, overwrite=False):
     """Write the demo training, validation and testing files into `output`.
 
     Parameters
     ----------
     output : str or Path
-        Folder; created if needed. Existing demo files there are replaced.
+        Folder; created if needed.
     seed : int
         Same seed, same files (same bytes with the same h5py and HDF5 versions).
     n_images : int, optional
@@ -120,6 +122,9 @@ def generate_demo(output, seed=0, n_images=None, size=None, progress=True):
         Image side in pixels (default 512).
     progress : bool
         Show a progress bar.
+    overwrite : bool
+        Replace demo files already in `output`; without it they are refused
+        (:class:`~micranet_utils.base.errors.ArgumentError`) and nothing is written.
 
     Returns
     -------
@@ -131,12 +136,15 @@ def generate_demo(output, seed=0, n_images=None, size=None, progress=True):
     --------
     >>> files = generate_demo("demo", seed=3, n_images=8, size=256)   # doctest: +SKIP
     """
-    n_images = DEFAULT_N_IMAGES if n_images is None else int(n_images)
-    size = DEFAULT_SIZE if size is None else int(size)
-    if size < 64:
-        raise ValueError(f"size must be at least 64 pixels, got {size}")
+    n_images = positive_int("n_images", DEFAULT_N_IMAGES if n_images is None else n_images, 4)
+    size = positive_int("size", DEFAULT_SIZE if size is None else size, 64)
+    seed = non_negative_int("seed", seed)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    existing = [output / f"{split}_demo.hdf5" for split in SPLITS if (output / f"{split}_demo.hdf5").exists()]
+    if existing and not overwrite:
+        raise ArgumentError(f"{existing[0]}: already exists; use --overwrite (overwrite=True) to replace the "
+                            "demo files, or another folder")
+    output_folder("output", output)
     files = {}
     for split, count in split_sizes(n_images).items():
         images, labels, shapes = synth_split(seed, split, count, size, progress)
@@ -148,7 +156,7 @@ def generate_demo(output, seed=0, n_images=None, size=None, progress=True):
 def demo_parameters(path):
     """(seed, generator_version, n_training_images, size) stored in a demo file, or None."""
     try:
-        with h5py.File(path, "r") as file:
+        with open_hdf5(path, DatasetError, "demo file") as file:
             attrs = file.attrs
             return (int(attrs["seed"]), str(attrs["generator_version"]),
                     int(attrs["n_training_images"]), int(attrs["size"]))
@@ -200,7 +208,7 @@ def ensure_demo(folder=None, seed=0, fast=None, progress=True):
     files = {split: folder / f"{split}_demo.hdf5" for split in SPLITS}
     if all(demo_parameters(path) == wanted for path in files.values()):
         return files
-    return generate_demo(folder, seed=seed, n_images=n_images, progress=progress)
+    return generate_demo(folder, seed=seed, n_images=n_images, progress=progress, overwrite=True)
 
 
 # --------------------------------------------------------------------------- blobs (detection, counting)
