@@ -11,14 +11,32 @@ eight layers, applies the recipe (:mod:`micranet_utils.analysis.recipes`) and wr
   ``ctc``), axes C, Y, X, readable in Fiji/ImageJ;
 * ``<name>_overlay.png``: the image with the masks in colour;
 * ``<name>_maps.h5`` (with ``--maps``): the maps, float32 (C, 8, H, W);
-* ``<name>_result.json``: the numbers of that image (written last: an image
-  whose result file exists is finished, and a rerun skips it);
+* ``<name>_result.json``: the numbers of that image and the model's SHA-256
+  (written last: an image whose result file exists is finished, and a rerun
+  skips it);
+
+``<name>`` is the file's stem, or its whole name when two inputs would share
+outputs (``a.tif`` and ``a.png``; ``a.tif`` beside ``a_tif.png``): the outputs of
+two inputs never collide (:func:`_output_stems`); ``manifest.json`` maps each
+file to its ``<name>`` (``"outputs"``);
 
 and, for the whole folder, ``results.csv`` (per image: class probabilities,
 predicted labels, object counts and mask areas in pixels) and
 ``manifest.json`` (model file and its SHA-256, options, recipe constants,
 package versions, which files failed and why). Every file is written
-atomically: an interrupted run leaves complete files or none.
+atomically: an interrupted run leaves complete files or none. File names that
+a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) get
+a ``'`` before them in ``results.csv`` (OWASP's advice against CSV injection).
+
+Checked before any image is analysed (exit status 2, one line): every number
+(:mod:`micranet_utils.base.checks`), the device, that ``--output`` is not the
+input folder nor inside it (its results would be read as images) and can be
+written (a probe file), and, when resuming, that the earlier results were made
+by the same model (SHA-256 in ``manifest.json`` and in each result file) with
+the same options, in readable files; ``--overwrite`` redoes everything. A
+model that gives NaN or infinite values for an image fails that image (exit
+status 1): no empty mask, and no bare ``NaN`` in the JSON files, which are
+strict JSON.
 
 Intensities (``--normalize``). The published models were trained on images
 stored as floating-point numbers already scaled by their authors (Actin about
