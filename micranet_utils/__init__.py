@@ -9,7 +9,8 @@ The package is layered; each folder may import only from the folders below it::
 
     cli        the ``micranet`` command: every subcommand's arguments
     tutorial   the lessons' scaffolding: demo data and models, baselines, comparison, viewer
-    apps       whole tasks: predict on a folder, make a training set from your folder, describe a zoo
+    apps       whole tasks: predict on a folder, make a training set from your folder, describe a zoo,
+               export it to bioimage.io
     train      training from image-level labels | analysis  maps -> masks, objects, counts, scores
     io         files: images, ModelZoo HDF5, checkpoints, training HDF5, the published downloads
     model      the network, Grad-CAM of its eight layers, BatchNorm re-estimation

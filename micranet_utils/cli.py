@@ -288,6 +288,36 @@ def _make_dataset_run(args):
     return 0
 
 
+def _export_bioimageio_arguments(parser):
+    """Arguments of ``micranet export-bioimageio``."""
+    from .analysis import recipes
+
+    parser.epilog = ("example:\n  micranet export-bioimageio --model models/demo_micranet.hdf5 --output demo.bioimageio\n"
+                     "then: bioimageio test demo.bioimageio/rdf.yaml; open it in deepImageJ, ilastik or napari")
+    parser.add_argument("--model", required=True, help="ModelZoo HDF5 file whose trainer_params name the classes")
+    parser.add_argument("--output", required=True, type=Path, help="package folder to write (rdf.yaml and its files)")
+    parser.add_argument("--name", help="model inside the zoo (when it holds several)")
+    parser.add_argument("--group", help="architecture group inside the zoo (default MICRANet*)")
+    parser.add_argument("--recipe", default="actin", choices=sorted(recipes.RECIPES),
+                        help="recipe whose combined map the network returns (default actin)")
+    parser.add_argument("--pixel-size", type=float, metavar="NM",
+                        help="training pixel size in nm, when the zoo and its training file do not record it")
+    parser.add_argument("--test-image", type=Path, help="TIFF or .npy image, (C, H, W) or (H, W), for the test "
+                        "tensors and the cover (default: a synthetic image)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a package already in --output")
+
+
+def _export_bioimageio_run(args):
+    """Write the package and print where its rdf.yaml is."""
+    from .apps import export_bioimageio
+
+    rdf = export_bioimageio.export_bioimageio(args.model, args.output, name=args.name, group=args.group,
+                                              recipe=args.recipe, pixel_size=args.pixel_size,
+                                              test_image=args.test_image, overwrite=args.overwrite)
+    print(f"bioimage.io package: {rdf}")
+    return 0
+
+
 # name -> (one-line help, add the arguments, run)
 SUBCOMMANDS = {
     "info": ("describe a model-zoo file (models, classes, crop size)", _info_arguments, _info_run),
@@ -297,6 +327,8 @@ SUBCOMMANDS = {
     "predict": ("segment, detect and count on a folder of images", _predict_arguments, _predict_run),
     "make-dataset": ("turn a folder of your images into training files", _make_dataset_arguments,
                      _make_dataset_run),
+    "export-bioimageio": ("write a trained model as a bioimage.io package (deepImageJ, ilastik, napari)",
+                          _export_bioimageio_arguments, _export_bioimageio_run),
 }
 
 

@@ -89,7 +89,7 @@ def test_every_subpackage_and_module_is_reachable_from_the_top():
 
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"skimage": "scikit-image", "IPython": "ipython", "lazy_loader": "lazy-loader",
-                 "yaml": "pyyaml", "PIL": "pillow"}
+                 "yaml": "pyyaml", "PIL": "pillow", "bioimageio": "bioimageio.core"}
 
 
 def test_every_library_the_package_imports_is_declared(pyproject):
