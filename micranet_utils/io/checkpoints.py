@@ -38,6 +38,7 @@ import torch
 
 from ..base.errors import ZooError
 from ..base.files import atomic_path
+from .hdf5 import open_hdf5
 from .zoo import save_zoo
 
 STATE_GROUP = "training_state"
@@ -141,14 +142,7 @@ def read_training_state(path):
     ZooError
         When the file is not a checkpoint with a training state.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: no such checkpoint")
-    try:
-        file = h5py.File(path, "r")
-    except OSError as err:
-        raise ZooError(f"{path}: not a readable HDF5 checkpoint ({err})") from None
-    with file:
+    with open_hdf5(path, ZooError, "checkpoint") as file:
         if STATE_GROUP not in file:
             raise ZooError(f"{path}: has no '{STATE_GROUP}' group; it is a model, not a resumable "
                            "checkpoint (resume from a run's last.hdf5)")

@@ -35,6 +35,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..base.errors import DatasetError
+from .hdf5 import open_hdf5
+from .limits import max_pixels, pixels_refused
 
 SPLITS = ("training", "validation", "testing")
 ACTIN_CLASSES = ("rings", "fibers")
@@ -147,7 +149,7 @@ class CropDataset(Dataset):
 
     def _enumerate(self):
         positions, channels, inputs = [], set(), set()
-        with _open(self.path) as file:
+        with open_training_file(self.path) as file:
             names = [str(n) for n in file.attrs.get("class_names", [])]
             for name, group in file.items():
                 _require_group(group, self.path, name)
@@ -183,7 +185,7 @@ class CropDataset(Dataset):
     def _handle(self):
         """The open HDF5 file of this process (opened on first use, again after a fork)."""
         if self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")  # an inherited handle is dropped, never used
+            self._file = open_training_file(self.path)  # an inherited handle is dropped, never used
             base = torch.initial_seed()             # the worker's own seed inside a DataLoader worker
             self._rng = np.random.default_rng(base if self.seed is None else [int(self.seed), base])
             self._pid = os.getpid()
@@ -243,7 +245,7 @@ class CropDataset(Dataset):
             by_image = {}
             for n, (name, k, row, col) in enumerate(self.positions):
                 by_image.setdefault((name, k), []).append((n, row, col))
-            with _open(self.path) as file:
+            with open_training_file(self.path) as file:
                 for (name, k), crops in by_image.items():
                     labels = file[name]["label"][k, :-1] > 0      # one image's class channels
                     for n, row, col in crops:
@@ -259,15 +261,9 @@ class CropDataset(Dataset):
         self._file, self._pid = None, None
 
 
-def _open(path):
-    """Open `path` read-only with h5py, or raise :class:`DatasetError` saying why not."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such training file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({err})") from None
+def open_training_file(path):
+    """Open `path` read-only (see :func:`~micranet_utils.io.hdf5.open_hdf5`), or raise :class:`DatasetError`."""
+    return open_hdf5(path, DatasetError, "training file")
 
 
 def _require_group(group, path, name):
@@ -286,6 +282,12 @@ def _require_group(group, path, name):
                            f"expected (N, C, H, W) = ({data.shape[0]}, C, {data.shape[-2]}, {data.shape[-1]})")
     if label.shape[1] < 2:
         raise DatasetError(f"{where}: 'label' has {label.shape[1]} channel; expected one per class plus the foreground")
+    limit = max_pixels()
+    for key, item in (("data", data), ("label", label)):   # what one image reads at once
+        refused = pixels_refused(int(np.prod(item.shape[1:], dtype=object)), limit,
+                                 f"images of {' x '.join(map(str, item.shape[1:]))} values in {key!r}")
+        if refused:
+            raise DatasetError(f"{where}: {refused}")
 
 
 def check_training_file(path, require_shapes=True):
@@ -316,7 +318,7 @@ def check_training_file(path, require_shapes=True):
     """
     path = Path(path)
     summary = {"path": path, "groups": {}, "images": 0, "num_classes": None}
-    with _open(path) as file:
+    with open_training_file(path) as file:
         if len(file) == 0:
             raise DatasetError(f"{path}: the file holds no group (expected groups with 'data' and 'label')")
         for name, group in file.items():

@@ -14,6 +14,7 @@ Only :mod:`h5py` is used: nothing is ever unpickled.
 
 import datetime
 import json
+import numbers
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 from ..base.errors import ZooError
 from ..base.files import atomic_path
 from ..model.network import MICRANet
+from .hdf5 import open_hdf5
 
 DEFAULT_GROUP = "MICRANet"
 
@@ -43,20 +45,11 @@ def open_zoo(path):
     Raises
     ------
     ZooError
-        No such file, a folder, an empty file, or not readable as HDF5 (truncated,
-        another format), naming the file.
+        No such file, a folder or FIFO, an empty file, not readable as HDF5
+        (truncated, another format), or anything that reaches outside the file
+        (see :mod:`micranet_utils.io.hdf5`), naming the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ZooError(f"{path}: no such model file")
-    if path.is_dir():
-        raise ZooError(f"{path}: is a folder, expected a model-zoo .hdf5 file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        size = path.stat().st_size
-        what = "empty file" if size == 0 else f"not a readable HDF5 file ({size} bytes; truncated or another format?)"
-        raise ZooError(f"{path}: {what}: {err}") from None
+    return open_hdf5(path, ZooError, "model file")
 
 
 def _pick(names, what, path, wanted):
@@ -85,7 +78,26 @@ def _parse_params(path, group):
         raise ZooError(f"{path}: trainer_params of {group.name!r} is not a JSON object")
     if "class_thresholds" in group.attrs:
         params["class_thresholds"] = np.asarray(group.attrs["class_thresholds"]).tolist()
+    _check_params(path, group.name, params)
     return params
+
+
+def _check_params(path, where, params):
+    """Refuse trainer_params whose model settings or class names cannot be right."""
+    nested = params.get("model_params") or {}
+    if not isinstance(nested, dict):
+        raise ZooError(f"{path}: trainer_params of {where!r}: model_params is not a JSON object")
+    for key in ("num_classes", "num_input_images", "size"):
+        for source, value in (("", params.get(key)), ("model_params.", nested.get(key))):
+            integral = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+                and float(value).is_integer()
+            if value is not None and not (integral and value > 0):
+                raise ZooError(f"{path}: trainer_params of {where!r}: {source}{key} is {value!r}, "
+                               "expected a positive whole number")
+    names = params.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ZooError(f"{path}: trainer_params of {where!r}: class_names is {names!r}, "
+                       "expected a list of strings")
 
 
 def model_settings(params):
@@ -123,24 +135,45 @@ def list_models(path, group=None):
         return {g: list(file[g].keys()) for g in groups if isinstance(file.get(g), h5py.Group)}
 
 
-def _read_state_dict(path, node):
-    state = {}
+def _weights(path, node):
+    """The datasets of a model group, by key (metadata only; nothing is read)."""
+    datasets = {}
     for key, item in node.items():
         if isinstance(item, h5py.Group):
             raise ZooError(
                 f"{path}: {node.name!r} holds sub-groups ({', '.join(node.keys())}); it is an "
                 f"ensemble, choose one member with name='{node.name.split('/')[-1]}/<member>'")
+        if item.dtype.kind not in "biuf":
+            raise ZooError(f"{path}: weight {item.name!r} has dtype {item.dtype}; expected real numbers")
+        datasets[key] = item
+    return datasets
+
+
+def _read_state_dict(path, datasets):
+    state = {}
+    for key, item in datasets.items():
         try:
-            state[key] = torch.from_numpy(np.array(item[()]))
+            value = np.array(item[()])
         except (OSError, TypeError, ValueError) as err:
             raise ZooError(f"{path}: cannot read weight {item.name!r} ({err})") from None
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ZooError(f"{path}: weight {item.name!r} contains NaN or infinite values")
+        if key.endswith("running_var") and (value < 0).any():
+            raise ZooError(f"{path}: weight {item.name!r} (a BatchNorm variance) has negative values")
+        state[key] = torch.from_numpy(value)
     return state
 
 
-def _check_state_dict(path, where, state, model):
+def _check_weights(path, where, datasets, model):
+    """Compare the stored weights' names, shapes and kinds with `model`'s, before reading them.
+
+    A floating weight may be stored as float16, float32 or float64 (loaded as the
+    model's float32); an integer buffer (``num_batches_tracked``) as any integer.
+    Integer, boolean or complex numbers where the model has floats are refused.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in datasets]
+    unexpected = [k for k in datasets if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -149,15 +182,23 @@ def _check_state_dict(path, where, state, model):
             parts.append(f"unexpected key(s): {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
         raise ZooError(f"{path}: {where} is not a MICRA-Net state_dict; " + "; ".join(parts))
     for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ZooError(f"{path}: {where}/{key} has shape {tuple(state[key].shape)}, "
+        stored = datasets[key]
+        if tuple(stored.shape) != tuple(value.shape):
+            raise ZooError(f"{path}: {where}/{key} has shape {tuple(stored.shape)}, "
                            f"expected {tuple(value.shape)}")
-        if not torch.isfinite(state[key].float()).all():
-            raise ZooError(f"{path}: {where}/{key} contains NaN or infinite values")
+        wanted = "f" if value.is_floating_point() else "iu"
+        if stored.dtype.kind not in wanted:
+            raise ZooError(f"{path}: {where}/{key} is stored as {stored.dtype}, expected "
+                           f"{'floating-point numbers' if wanted == 'f' else 'integers'} ({value.dtype})")
 
 
-def _read_model(path, name, group):
-    """:func:`read_group`, plus the HDF5 path of the model read (for error messages)."""
+def _read_model(path, name, group, build=None):
+    """:func:`read_group`, plus the HDF5 path of the model read (for error messages).
+
+    With `build`, ``build(params, datasets, where)`` makes the model from the
+    settings and the weights' metadata and checks them before any weight is
+    read; it is returned in place of the HDF5 path.
+    """
     with open_zoo(path) as file:
         if group is None:
             candidates = [g for g in file.keys() if g.startswith(DEFAULT_GROUP)]
@@ -174,7 +215,9 @@ def _read_model(path, name, group):
             node = arch[_pick(list(arch.keys()), "model", path, name)]
         if not isinstance(node, h5py.Group):
             raise ZooError(f"{path}: {node.name!r} is a dataset, expected a group of weights")
-        return _read_state_dict(path, node), params, node.name
+        datasets = _weights(path, node)
+        built = build(params, datasets, node.name) if build else node.name
+        return _read_state_dict(path, datasets), params, built
 
 
 def read_group(path, name=None, group=None):
@@ -246,19 +289,24 @@ def load_zoo(path, name=None, group=None, device="cpu"):
         Naming the file and the problem: not HDF5, truncated, missing group or
         attribute, wrong or misshapen weights.
     """
-    state, params, where = _read_model(path, name, group)
+    state, params, model = _read_model(path, name, group, build=lambda *args: _build(path, *args))
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), params
+
+
+def _build(path, params, datasets, where):
+    """The MICRA-Net the settings and stored weight shapes describe, checked against them."""
     settings = model_settings(params)
-    if settings["num_classes"] is None and "linear1.weight" in state:
-        settings["num_classes"] = state["linear1.weight"].shape[0]
-    if settings["in_channels"] is None and "conv1a.weight" in state:
-        settings["in_channels"] = state["conv1a.weight"].shape[1]
+    if settings["num_classes"] is None and "linear1.weight" in datasets:
+        settings["num_classes"] = datasets["linear1.weight"].shape[0]
+    if settings["in_channels"] is None and "conv1a.weight" in datasets:
+        settings["in_channels"] = datasets["conv1a.weight"].shape[1]
     if settings["num_classes"] is None or settings["in_channels"] is None:
         raise ZooError(f"{path}: trainer_params gives no num_classes/num_input_images and the weights "
                        "cannot tell them")
     model = MICRANet(settings["num_classes"], settings["in_channels"])
-    _check_state_dict(path, where, state, model)
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), params
+    _check_weights(path, where, datasets, model)
+    return model
 
 
 def default_model_name(seed=42, when=None):

@@ -26,7 +26,7 @@ from ..analysis.detection import detect
 from ..analysis.metrics import count_error, detection_scores, pixel_scores
 from ..analysis.recipes import segment
 from ..base.files import atomic_path
-from ..io.training_files import CropDataset
+from ..io.training_files import CropDataset, open_training_file
 from ..model.gradcam import local_maps, predicted
 
 
@@ -290,10 +290,8 @@ def annotation_cost(training_path, size=128, step=0.75, foreground_fraction=0.1)
         classes) for pixel supervision; ``objects``: instances to outline.
     """
     crops = CropDataset(training_path, size=size, step=step, foreground_fraction=foreground_fraction)
-    import h5py
-
     images = pixels = objects = 0
-    with h5py.File(training_path, "r") as file:
+    with open_training_file(training_path) as file:
         for group in file.values():
             label = group["label"]
             shapes = np.asarray(label.attrs.get("shapes", np.tile(label.shape[-2:], (label.shape[0], 1))))

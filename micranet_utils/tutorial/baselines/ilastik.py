@@ -17,6 +17,7 @@ import h5py
 
 from ...base.errors import ZooError
 from ...base.files import atomic_path
+from ...io.hdf5 import open_hdf5
 from ...io.zoo import open_zoo
 
 DEFAULT_GROUPS = ("Ilastik", "Ilastik-FS")
@@ -64,5 +65,5 @@ def extract_ilastik_project(zoo_path, output, group=None):
                     target.attrs[key] = value
                 for key in project:
                     source.copy(project[key], target, name=key)
-    with h5py.File(output, "r") as written:
+    with open_hdf5(output, ZooError, "Ilastik project") as written:
         return list(written.keys())
