@@ -17,11 +17,13 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from micranet_utils.analysis.ensemble import ensemble_members, load_ensemble
-from micranet_utils.base.errors import DatasetError, ZooError
+from micranet_utils.base.errors import DatasetError, ImageError, MicranetError, ZooError
 from micranet_utils.cli import main
+from micranet_utils.io.images import read_image
 from micranet_utils.io.checkpoints import read_training_state, save_checkpoint
 from micranet_utils.io.training_files import CropDataset, check_training_file
 from micranet_utils.io.zoo import list_models, load_zoo, read_group, save_zoo
@@ -124,6 +126,106 @@ def test_fifo_named_as_hdf5_is_refused_without_waiting(tmp_path):
         pytest.fail("reading a FIFO named like an HDF5 file blocked")
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and all("zoo.hdf5: not a regular file" in line for line in lines), done
+
+
+# ---------------------------------------------------------------- 2. declared sizes
+
+def _tiff_declaring(path, height, width):
+    """A few hundred bytes of deflate-compressed TIFF whose tags declare height x width pixels."""
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8), compression="zlib", rowsperstrip=16)
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        for tag, value in (("ImageWidth", width), ("ImageLength", height), ("RowsPerStrip", height)):
+            tif.pages[0].tags[tag].overwrite(value)
+    return path
+
+
+def test_tiff_declaring_huge_size_is_refused_before_reading(tmp_path, monkeypatch, capsys):
+    path = _tiff_declaring(tmp_path / "bomb.tif", 60000, 60000)
+    assert path.stat().st_size < 1000
+    with pytest.raises(ImageError, match="bomb.tif: declares 60000 x 60000 values .*MICRANET_MAX_PIXELS"):
+        read_image(path)
+    small = _tiff_declaring(tmp_path / "small.tif", 16, 16)
+    with pytest.raises(ImageError, match="more than the limit of 100"):
+        read_image(small, max_pixels=100)
+    monkeypatch.setenv("MICRANET_MAX_PIXELS", "255")
+    with pytest.raises(ImageError, match="more than the limit of 255"):
+        read_image(small)
+    assert read_image(small, max_pixels=256).shape == (1, 16, 16)
+    monkeypatch.setenv("MICRANET_MAX_PIXELS", "lots")
+    with pytest.raises(MicranetError, match="MICRANET_MAX_PIXELS='lots': expected a positive whole number"):
+        read_image(small)
+
+
+def test_png_size_is_checked_from_its_header(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = tmp_path / "grey.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(path)
+    with pytest.raises(ImageError, match=r"grey.png: declares 20 x 30 x 1 values \(600 values\)"):
+        read_image(path, max_pixels=599)
+    assert read_image(path, max_pixels=600).shape == (1, 20, 30)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)        # Pillow's own limit, said as such
+    with pytest.raises(ImageError, match="grey.png: .*PIL.Image.MAX_IMAGE_PIXELS"):
+        read_image(path)
+
+
+def test_hdf5_dataset_declaring_too_many_bytes_is_refused(tmp_path, monkeypatch):
+    zoo = save_zoo(tmp_path / "zoo.hdf5", MICRANet(2), {"size": 64}, name=MODEL)
+    with h5py.File(zoo, "a") as file:                       # 400 TB declared, a few kB on disk
+        file.create_dataset("huge", shape=(10 ** 7, 10 ** 7), dtype="f4", chunks=(64, 64), compression="gzip")
+    with pytest.raises(ZooError, match=r"zoo.hdf5: dataset /huge .*declares 400,000,000,000,000 bytes.*"
+                                       "MICRANET_MAX_DATASET_BYTES"):
+        load_zoo(zoo)
+    training = write_tiny_split(tmp_path / "training_x.hdf5")
+    monkeypatch.setenv("MICRANET_MAX_DATASET_BYTES", "1000")
+    with pytest.raises(DatasetError, match="training_x.hdf5: dataset /images/data .*more than the limit of 1,000"):
+        check_training_file(training)
+
+
+def test_training_images_declaring_too_many_pixels_are_refused(tmp_path, monkeypatch):
+    path = tmp_path / "training_x.hdf5"
+    with h5py.File(path, "w") as file:                      # one 60000 x 60000 image, nothing stored
+        group = file.create_group("g")
+        group.create_dataset("data", shape=(1, 60000, 60000), dtype="u1", chunks=(1, 256, 256))
+        group.create_dataset("label", shape=(1, 3, 60000, 60000), dtype="u1", chunks=(1, 1, 256, 256))
+    for reader in (check_training_file, lambda p: CropDataset(p, size=32)):
+        with pytest.raises(DatasetError, match="training_x.hdf5: group 'g': declares images of 60000 x 60000 "
+                                               "values in 'data'.*MICRANET_MAX_PIXELS"):
+            reader(path)
+
+
+# ---------------------------------------------------------------- 3. TIFF extra samples that are not alpha
+
+@pytest.mark.parametrize("kind, extrasamples, expected", [
+    ("four unspecified samples", None, 4),                  # minisblack, ExtraSamples (0, 0, 0)
+    ("RGB + unspecified", [0], 4),
+    ("RGB + unassociated alpha", [2], 3),
+    ("RGB + associated alpha", [1], 3),
+])
+def test_only_samples_marked_alpha_are_dropped(tmp_path, kind, extrasamples, expected):
+    samples = np.stack([np.full((8, 9), 10 * (k + 1), np.uint16) for k in range(4)], axis=-1)
+    path = tmp_path / "four.tif"
+    if extrasamples is None:
+        tifffile.imwrite(path, samples, photometric="minisblack", planarconfig="contig")
+    else:
+        tifffile.imwrite(path, samples, photometric="rgb", extrasamples=extrasamples)
+    image = read_image(path)
+    assert image.shape == (expected, 8, 9)
+    assert list(image[:, 0, 0]) == [10, 20, 30, 40][:expected]
+    if expected == 4:
+        assert read_image(path, channel=3)[0, 0, 0] == 40   # --channel 3 is the real fourth channel
+    else:
+        with pytest.raises(ImageError, match="channel 3 requested but the image has 3"):
+            read_image(path, channel=3)
+
+
+def test_grey_plus_unspecified_sample_keeps_both(tmp_path):
+    path = tmp_path / "two.tif"
+    samples = np.stack([np.full((8, 9), 5, np.uint8), np.full((8, 9), 7, np.uint8)], axis=-1)
+    tifffile.imwrite(path, samples, photometric="minisblack", planarconfig="contig", extrasamples=[0])
+    assert list(read_image(path)[:, 0, 0]) == [5, 7]
+    tifffile.imwrite(path, samples, photometric="minisblack", planarconfig="contig", extrasamples=[2])
+    assert list(read_image(path)[:, 0, 0]) == [5]
 
 
 # ---------------------------------------------------------------- 4. zoo parameters and weights

@@ -23,6 +23,20 @@ an alpha sample (RGBA, grey + alpha) loses its alpha.
 **Intensities.** :func:`read_image` returns raw intensities, converted to
 ``float32`` but not rescaled. :func:`normalize_intensity` maps each channel to
 ``[0, 1]`` with per-image percentiles, the range the published data sets use.
+
+**Alpha.** Only samples the file itself marks as transparency are dropped:
+a PNG's ``LA`` / ``RGBA`` alpha, or a TIFF extra sample whose ExtraSamples
+tag says associated (1) or unassociated (2) alpha. TIFF extra samples of
+unspecified meaning (0) are data (a fourth fluorescence channel, say) and
+stay channels that ``channel=`` can choose.
+
+**Size.** The size a file declares is checked before its pixels are read:
+more than :func:`~micranet_utils.io.limits.max_pixels` values (all planes and
+channels together; 2**30 by default) is refused, so a few kilobytes of
+compressed TIFF declaring 60000 x 60000 pixels cannot fill the memory. Raise
+the limit with ``max_pixels=`` or the environment variable
+``MICRANET_MAX_PIXELS``. PNG, JPEG, BMP and GIF are also bound by Pillow's
+own ``PIL.Image.MAX_IMAGE_PIXELS`` (twice it is refused).
 """
 
 import os
@@ -31,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import ImageError
+from .limits import max_pixels as pixel_limit
+from .limits import pixels_refused
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -69,7 +85,7 @@ def find_images(folder, recursive=False):
                   and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image(path, channel=None, plane=None, projection=None, min_size=1):
+def read_image(path, channel=None, plane=None, projection=None, min_size=1, max_pixels=None):
     """Read one image file as a ``float32`` array of shape ``(C, H, W)``.
 
     Parameters
@@ -85,6 +101,9 @@ def read_image(path, channel=None, plane=None, projection=None, min_size=1):
         For stacks: collapse all planes instead of choosing one.
     min_size : int
         Smallest accepted height and width, in pixels (e.g. the crop size).
+    max_pixels : int, optional
+        Most pixel values the file may declare (all planes and channels);
+        default ``$MICRANET_MAX_PIXELS`` or 2**30. Checked before reading.
 
     Returns
     -------
@@ -96,7 +115,8 @@ def read_image(path, channel=None, plane=None, projection=None, min_size=1):
     ImageError
         Naming the file, when it is missing, empty, not an image, truncated,
         a stack without a choice of plane, has no pixels, has NaN or infinite
-        pixels, is smaller than `min_size`, or `channel` / `plane` is out of range.
+        pixels, is smaller than `min_size`, declares more than `max_pixels` values,
+        or `channel` / `plane` is out of range.
 
     Examples
     --------
@@ -123,10 +143,10 @@ def read_image(path, channel=None, plane=None, projection=None, min_size=1):
         raise ImageError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes)")
-    array, axes = _read_array(path)
+    array, axes, alpha = _read_array(path, pixel_limit(max_pixels))
     if array.size == 0:
         raise ImageError(f"{path}: image has no pixels (shape {array.shape})")
-    stack = _to_planes(array, axes, path)                         # (P, C, H, W)
+    stack = _to_planes(array, axes, path, alpha)                  # (P, C, H, W)
     image = _choose_plane(stack, axes, array.shape, plane, projection, path)
     if channel is not None:
         if not -image.shape[0] <= channel < image.shape[0]:
@@ -144,15 +164,18 @@ def read_image(path, channel=None, plane=None, projection=None, min_size=1):
     return image
 
 
-def _read_array(path):
-    """Raw array and its axis letters, from the reader that fits the file ending."""
+def _read_array(path, limit):
+    """Raw array, its axis letters and the indices of its alpha samples, by file ending.
+
+    Each reader checks the declared size against `limit` before reading pixels.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix in VENDOR_SUFFIXES:
-            return _read_vendor(path, suffix)
+            return _read_vendor(path, suffix, limit)
         if suffix in PLAIN_SUFFIXES:
-            return _read_plain(path)
-        return _read_tiff(path)
+            return _read_plain(path, limit)
+        return _read_tiff(path, limit)
     except ImageError:
         raise
     except MemoryError:
@@ -163,7 +186,15 @@ def _read_array(path):
                          f"image file ({reason})") from None
 
 
-def _read_tiff(path):
+def _check_declared(path, shape, limit):
+    """Refuse a file whose declared `shape` holds more than `limit` values, before reading it."""
+    refused = pixels_refused(int(np.prod(shape, dtype=object)), limit,
+                             " x ".join(str(int(n)) for n in shape) + " values")
+    if refused:
+        raise ImageError(f"{path}: {refused}")
+
+
+def _read_tiff(path, limit):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -172,13 +203,36 @@ def _read_tiff(path):
             raise ImageError(f"{path}: TIFF file holds no image")
         first = series[0]
         same = all(s.shape == first.shape and s.dtype == first.dtype for s in series)
-        if len(series) > 1 and same and not tif.is_ome:
-            # Pages appended one by one (each its own series): a plain stack.
-            return np.stack([s.asarray() for s in series]), "I" + first.axes
-        return first.asarray(), first.axes
+        stack = len(series) > 1 and same and not tif.is_ome
+        # Pages appended one by one (each its own series): a plain stack.
+        _check_declared(path, ((len(series),) if stack else ()) + tuple(first.shape), limit)
+        alpha = _tiff_alpha(first.pages[0] if first.pages else tif.pages[0], first)
+        if stack:
+            return np.stack([s.asarray() for s in series]), "I" + first.axes, alpha
+        return first.asarray(), first.axes, alpha
 
 
-def _read_plain(path):
+def _tiff_alpha(page, series):
+    """Indices, along the S axis, of the samples the TIFF's ExtraSamples tag marks as alpha (1 or 2)."""
+    extra = tuple(int(kind) for kind in (getattr(page, "extrasamples", None) or ()))
+    samples = int(getattr(page, "samplesperpixel", 1))
+    axes = str(series.axes).upper()
+    if not extra or "S" not in axes or series.shape[axes.index("S")] != samples:
+        return ()
+    first_extra = samples - len(extra)
+    return tuple(first_extra + i for i, kind in enumerate(extra) if kind in (1, 2))
+
+
+def _read_plain(path, limit):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as header:          # reads the header only
+            width, height = header.size
+            bands = header.getbands()
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: {err} (Pillow's limit PIL.Image.MAX_IMAGE_PIXELS)") from None
+    _check_declared(path, (height, width, len(bands)), limit)
     try:
         import imageio.v3 as iio
 
@@ -187,29 +241,34 @@ def _read_plain(path):
         from skimage import io
 
         array = np.asarray(io.imread(path))
+    alpha = ()
+    if array.ndim >= 3 and "A" in bands and array.shape[-1] == len(bands):
+        alpha = (bands.index("A"),)
     if array.ndim == 3:  # colour (H, W, S) or frames of a GIF (N, H, W)
-        return array, "YXS" if array.shape[-1] <= 4 else "IYX"
-    return array, {2: "YX", 4: "IYXS"}.get(array.ndim, "?" * array.ndim)
+        return array, "YXS" if array.shape[-1] <= 4 else "IYX", alpha
+    return array, {2: "YX", 4: "IYXS"}.get(array.ndim, "?" * array.ndim), alpha
 
 
-def _read_vendor(path, suffix):
+def _read_vendor(path, suffix, limit):
     try:
         from bioio import BioImage
     except ImportError:
         raise ImageError(f"{path}: reading {suffix} files needs the optional package 'bioio' and its "
                          f"plugin: pip install bioio {VENDOR_SUFFIXES[suffix]}") from None
     image = BioImage(path)
-    return np.asarray(image.data), str(image.dims.order)
+    _check_declared(path, tuple(image.shape), limit)
+    return np.asarray(image.data), str(image.dims.order), ()
 
 
-def _to_planes(array, axes, path):
-    """Rearrange `array` (axis letters `axes`) to ``(planes, channels, H, W)``."""
+def _to_planes(array, axes, path, alpha=()):
+    """Rearrange `array` (axis letters `axes`) to ``(planes, channels, H, W)``, without `alpha` samples."""
     axes = str(axes).upper()
     if len(axes) != array.ndim or "Y" not in axes or "X" not in axes:
         raise ImageError(f"{path}: cannot find the image plane (array shape {array.shape}, axes {axes!r})")
-    if "S" in axes and array.shape[axes.index("S")] in (2, 4):
-        # Grey + alpha or RGB + alpha: the last sample is transparency, not signal.
-        array = np.take(array, range(array.shape[axes.index("S")] - 1), axis=axes.index("S"))
+    if "S" in axes and alpha:
+        # Transparency, as the file itself says: not signal.
+        samples = array.shape[axes.index("S")]
+        array = np.take(array, [i for i in range(samples) if i not in alpha], axis=axes.index("S"))
     plane_axes = [i for i, a in enumerate(axes) if a not in CHANNEL_AXES + "YX"]
     channel_axes = [i for i, a in enumerate(axes) if a in CHANNEL_AXES]
     order = plane_axes + channel_axes + [axes.index("Y"), axes.index("X")]
