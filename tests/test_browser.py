@@ -1,8 +1,10 @@
 """Lesson 05's viewer in a real JupyterLab, driven in a real (headless) Chromium.
 
 Starts JupyterLab on 127.0.0.1 with a token, opens lesson 05, runs all cells, moves
-a slider of the viewer with the keyboard and checks that the rendered image changes
-and that no cell printed a traceback. Screenshots go to outputs/browser/.
+the viewer's quantile slider with the keyboard and checks that the image panels
+(the element with CSS class ``micranet-viewer-panels``, not the whole output with
+the slider) are redrawn, and that no cell printed a traceback. Screenshots go to
+outputs/browser/.
 
 Needs Debian's chromium (``.ci/run`` installs it) and the ``playwright`` Python
 package pointed at /usr/bin/chromium (Playwright's own browser download is not used).
@@ -114,17 +116,21 @@ def test_viewer_slider_changes_the_image_in_a_real_browser(jupyterlab):
             text = page.locator(".jp-OutputArea-output").all_inner_texts()
             tracebacks = [t for t in text if "Traceback (most recent call last)" in t or "Error" in t.split("\n")[0]]
             assert not tracebacks, f"a cell printed an error in the browser: {tracebacks[0][:500]}"
-            viewer = page.locator(".jp-OutputArea-output:has(.widget-slider)").first
+            viewer = page.locator(".micranet-viewer").first
             viewer.scroll_into_view_if_needed()
+            # only the image panels (viewer.py's widgets.Image with class micranet-viewer-panels),
+            # not the whole output: the moved slider alone must not be enough to pass
+            panels = viewer.locator(".micranet-viewer-panels")
+            assert panels.count() == 1, "the viewer has no element with class micranet-viewer-panels"
             page.wait_for_timeout(1000)
-            before = viewer.screenshot(path=str(SHOTS / "viewer_before.png"))
-            handle = viewer.locator(".noUi-handle").first
+            before = panels.screenshot(path=str(SHOTS / "viewer_panels_before.png"))
+            handle = viewer.locator(".micranet-viewer-quantile .noUi-handle").first
             handle.focus()
             for _ in range(3):
                 page.keyboard.press("ArrowRight")
             page.wait_for_timeout(2500)
-            after = viewer.screenshot(path=str(SHOTS / "viewer_after.png"))
-            assert before != after, "moving the slider did not change the rendered viewer"
+            after = panels.screenshot(path=str(SHOTS / "viewer_panels_after.png"))
+            assert before != after, "moving the quantile slider did not redraw the viewer's image panels"
             text = page.locator(".jp-OutputArea-output").all_inner_texts()
             assert not any("Traceback (most recent call last)" in t for t in text)
         finally:

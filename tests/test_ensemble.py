@@ -3,9 +3,11 @@
 The zoos are written with h5py in the published nested layout (group ->
 model -> fold -> weights), which :func:`micranet_utils.save_zoo` does not
 write. The folds have different random weights; the exact check compares
-:func:`ensemble_segment` with a plain reference written here: each fold's
-combined map for the classes it calls present, the mean over all folds, the
-P. vivax threshold rule.
+:func:`ensemble_segment` with a plain reference written here from the
+reference's description, none of it from the package: each fold's Grad-CAM
+maps (tests/reference_gradcam.py), its raw map for the classes it calls
+present (tests/references.py), the mean over all folds, the P. vivax
+threshold rule.
 """
 
 import json
@@ -16,14 +18,15 @@ import pytest
 import tifffile
 import torch
 from model_helpers import randomise_batchnorm
+from reference_gradcam import reference_local_maps
+from references import SETTINGS, reference_peak, reference_raw
 
-from micranet_utils.model.network import MICRANet
-from micranet_utils.base.errors import ZooError
 from micranet_utils import cli
 from micranet_utils.analysis.ensemble import ensemble_members, ensemble_segment, load_ensemble
+from micranet_utils.analysis.recipes import segment
+from micranet_utils.base.errors import ZooError
 from micranet_utils.model.gradcam import local_maps, predicted
-from micranet_utils.analysis.recipes import RECIPES, score_maps, segment
-from micranet_utils.analysis.thresholds import peak_mask
+from micranet_utils.model.network import MICRANet
 
 GROUP, MODEL = "MICRANet-finetuned", "20200101-120000_42"
 PARAMS = {"num_classes": 1, "num_input_images": 3, "size": 512, "seed": 42}
@@ -61,21 +64,25 @@ def write_fold_zoo(path, models, params=PARAMS, folds=None, naive=None):
 
 
 def reference_ensemble(models, image):
-    """The original's P. vivax loop, written plainly: per fold un-normalised maps, presence
-    ``p >= threshold``, combined map of the present classes; sum / number of folds; threshold once."""
-    total = np.zeros((models[0].num_classes,) + image.shape[1:])
+    """The original's P. vivax loop, written plainly and without the package (reference §6, §7):
+    per fold un-normalised Grad-CAM maps (tests/reference_gradcam.py), presence ``p >= threshold``,
+    the raw map of the present classes (tests/references.py); sum / number of folds; the peak
+    object of the mean, once."""
+    total = np.zeros((len(models[0].linear1.bias),) + image.shape[1:])
     present = []
     for model in models:
-        maps, logits = local_maps(model, image[None], normalize=False)
-        fold_present = 1.0 / (1.0 + np.exp(-logits.astype(np.float64))) >= THRESHOLD
-        total += score_maps(maps, fold_present, image[None], "pvivax")[0]
-        present.append(fold_present[0])
+        maps, logits = reference_local_maps(model, image[None], normalize=False)
+        fold_present = 1.0 / (1.0 + np.exp(-logits[0].astype(np.float64))) >= THRESHOLD
+        for c in np.flatnonzero(fold_present):
+            raw = reference_raw(maps[0, c], image, "pvivax")
+            total[c] += 0 if raw is None else raw
+        present.append(fold_present)
     mean = total / len(models)
-    pvivax = RECIPES["pvivax"]
+    pvivax = SETTINGS["pvivax"]
     masks = np.zeros(mean.shape, bool)
     for c in range(len(mean)):
         if np.any(mean[c]):
-            masks[c] = peak_mask(mean[c], pvivax.peak_sigma, pvivax.peak_quantile, pvivax.hole_area)
+            masks[c] = reference_peak(mean[c], pvivax["peak_sigma"], pvivax["peak_quantile"])
     return masks, mean, np.array(present)
 
 

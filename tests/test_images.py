@@ -13,16 +13,27 @@ from micranet_utils.base.errors import ImageError
 from micranet_utils.io.images import check_channels, find_images, normalize_intensity, read_image
 
 
+def _percentile(ordered, q):
+    """The q-th percentile (0-100) of a sorted list, interpolating linearly between ranks
+    (position q / 100 * (n - 1), the usual definition and NumPy's default)."""
+    position = q / 100 * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
+
+
 def reference_normalize(channel, low, high):
-    """Plain per-channel percentile stretch, written without vectorisation."""
-    lo, hi = np.percentile(channel.astype(np.float64), [low, high])
-    out = np.zeros(channel.shape, np.float64)
-    for index, value in np.ndenumerate(channel.astype(np.float64)):
-        if hi > lo:
-            out[index] = min(max((value - lo) / (hi - lo), 0.0), 1.0)
-        else:
-            out[index] = 1.0 if value > lo else 0.0
-    return out
+    """The stretch of one channel as normalize_intensity's docstring describes it, in plain Python:
+    sort the values to find the `low` and `high` percentiles p_lo, p_hi; map ``(x - p_lo) / (p_hi - p_lo)``
+    clipped to [0, 1]; a channel with p_lo == p_hi becomes 1 above p_lo and 0 elsewhere."""
+    values = [float(v) for v in np.asarray(channel, np.float64).ravel()]
+    ordered = sorted(values)
+    lo, hi = _percentile(ordered, low), _percentile(ordered, high)
+    if hi > lo:
+        out = [min(max((v - lo) / (hi - lo), 0.0), 1.0) for v in values]
+    else:
+        out = [1.0 if v > lo else 0.0 for v in values]
+    return np.array(out).reshape(np.shape(channel))
 
 
 # ---------------------------------------------------------------- formats
@@ -234,6 +245,9 @@ def test_normalize_matches_plain_reference():
     for c in range(3):
         np.testing.assert_allclose(out[c], reference_normalize(image[c], 2, 98), atol=1e-6)
     assert np.all(out[2] == 0)                                   # constant channel: no division by zero
+    default = normalize_intensity(image)                         # documented defaults: 1st and 99.8th
+    for c in range(3):
+        np.testing.assert_allclose(default[c], reference_normalize(image[c], 1, 99.8), atol=1e-6)
 
 
 def test_normalize_sparse_image_keeps_bright_pixels():
