@@ -40,20 +40,19 @@ from pathlib import Path
 import h5py
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.patches import Rectangle
 from torch.utils.data import DataLoader
 
 from micranet_utils.base.datasets import DATASETS
 from micranet_utils.io.training_files import check_training_file, CropDataset, find_split_files
-from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
+from micranet_utils.tutorial.demo_models import DEMO_SETTINGS
+from micranet_utils.tutorial.lessons import setup
 
-DATASET = check_dataset_choice(DATASET)
-WORK = work_dir()
-CROP = 128 if DATASET == "demo" else DATASETS["actin"].crop_size   # crop side in pixels
+DATASET, FAST, device, WORK = setup(DATASET, FAST, DEVICE)
+# crop side in pixels: the demo model's (64 px, lessons 03 to 06) or the published Actin model's (256 px)
+CROP = DEMO_SETTINGS["full"]["size"] if DATASET == "demo" else DATASETS["actin"].crop_size
 PIXEL_NM = 20                                                          # both data sets: 20 nm per pixel
-torch.manual_seed(0)
-print(f"data set: {DATASET}; crop size: {CROP} px; fast mode: {FAST}")
+print(f"crop size: {CROP} px")
 
 # %% [markdown]
 # ## 1. Get the data
@@ -272,7 +271,8 @@ print(f"ring objects: {len(np.unique(label[0])) - 1}, fiber objects: {len(np.uni
 #
 # `CropDataset` applies exactly these rules (the tests compare it with a plain
 # re-implementation, and it reads the demo files identically to the original loader). The
-# published model used crops of 256 px; the demo lessons use 128 px to train on a CPU in minutes.
+# published model used crops of 256 px; the demo lessons use 64 px (`DEMO_SETTINGS`), small
+# enough to train on a CPU in minutes.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -424,7 +424,7 @@ if DATASET == "demo":
 
 # %% [markdown]
 # The Dice coefficient (2|A∩B| / (|A|+|B|), 1 is perfect) of both baselines stays well below
-# 0.6, the goal set for MICRA-Net's segmentation in lesson 05: to pass, a method has to find
+# 0.6, the goal lesson 06 sets for MICRA-Net's segmentation: to pass, a method has to find
 # *which* structure is where, not just where the actin is.
 #
 # ## What you learned
