@@ -1,5 +1,7 @@
 """Streaming prediction: tile by tile, the same masks, labels and counts as the whole image."""
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -8,8 +10,9 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from micranet_utils.analysis.detection import count
-from micranet_utils.analysis.recipes import segment
+from micranet_utils.analysis.recipes import get_recipe, segment
 from micranet_utils.analysis.streaming import _otsu_level, exact_quantile, stream_segment, streamable
+from micranet_utils.apps.stream_predict import predict_large, use_streaming
 from micranet_utils.base.errors import ImageError, MicranetError
 from micranet_utils.io.images import prepare_image
 from micranet_utils.io.tiles import open_tiles, write_ome_zarr, write_tiff_tiles
@@ -169,3 +172,38 @@ def test_an_ome_zarr_without_y_and_x_axes_is_refused_in_one_line(tmp_path):
     with pytest.raises(ImageError) as info:
         open_tiles(tmp_path / "bad.zarr")
     assert "bad.zarr" in str(info.value) and "axes" in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_predict_large_writes_masks_labels_and_counts_from_a_tiff_and_an_ome_zarr(model, whole, tmp_path):
+    image, prepared, maps, logits, present = whole[(203, 141)]
+    reference = segment(maps, present, prepared[None], "actin")[0]
+    tifffile.imwrite(tmp_path / "cells.tif", image[0].astype(np.uint16))
+    write_ome_zarr(tmp_path / "cells.ome.zarr",
+                   {"image": (image.shape, np.uint16, lambda c, y0, y1, x0, x1: image[c, y0:y1, x0:x1])})
+    out = tmp_path / "out"
+    record = predict_large(model, tmp_path / "cells.tif", out, get_recipe("actin"), settings=SETTINGS, tile=96)
+    np.testing.assert_array_equal(tifffile.imread(out / "cells_masks.tif"), reference.astype(np.uint8) * 255)
+    labels = tifffile.imread(out / "cells_labels.tif")
+    for k, mask in enumerate(reference):
+        np.testing.assert_array_equal(labels[k], ndimage.label(mask, np.ones((3, 3)))[0])
+    assert record["count"] == count(reference[None])[0].tolist() and record["streamed"]
+    assert json.loads((out / "cells_result.json").read_text())["area"] == reference.sum(axis=(1, 2)).tolist()
+    assert sorted(p.name for p in out.iterdir()) == ["cells_labels.tif", "cells_masks.tif", "cells_result.json"]
+
+    record = predict_large(model, tmp_path / "cells.ome.zarr", out, "actin", settings=SETTINGS, tile=96,
+                           stem="zarr")
+    with open_tiles(out / "zarr_masks.ome.zarr") as masks:
+        np.testing.assert_array_equal(masks.read(0, 203, 0, 141), reference * 255.0)
+    assert record["count"] == count(reference[None])[0].tolist()
+
+
+def test_when_predict_streams(tmp_path):
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((64, 64), np.uint16))
+    actin, em = get_recipe("actin"), get_recipe("em")
+    assert use_streaming(tmp_path / "small.tif", actin, False, "always")
+    assert not use_streaming(tmp_path / "small.tif", actin, False, "auto")
+    assert not use_streaming(tmp_path / "small.tif", em, False, "auto")
+    with pytest.raises(MicranetError, match="not streamed"):
+        use_streaming(tmp_path / "small.tif", em, False, "always")
+    with pytest.raises(MicranetError, match="ensemble"):
+        use_streaming(tmp_path / "small.tif", actin, True, "always")

@@ -138,6 +138,26 @@ def _window(cell, length):
     return start, min(length, cell * 8 + 8 + _WINDOW_MARGIN)
 
 
+def _merge_windows(windows):
+    """Join overlapping windows while their bounding box is no larger than the two together."""
+    boxes = list(windows.items())
+    i = 0
+    while i < len(boxes):
+        j = i + 1
+        while j < len(boxes):
+            (a, ka), (b, kb) = boxes[i], boxes[j]
+            union = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+            area = (union[1] - union[0]) * (union[3] - union[2])
+            if area <= (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]):
+                boxes[i] = (union, ka + kb)
+                del boxes[j]
+                j = i + 1                                  # the larger box may now reach earlier ones
+            else:
+                j += 1
+        i += 1
+    return dict(boxes)
+
+
 def _seed_windows(height, width, tile, margin, cells, live):
     """Windows to backpropagate from, each with its seeds: [((y0, y1, x0, x1), [channel, ...]), ...].
 
@@ -155,6 +175,7 @@ def _seed_windows(height, width, tile, margin, cells, live):
         for k in inside:
             key = _window(int(cells[k, 0]), height) + _window(int(cells[k, 1]), width)
             small.setdefault(key, []).append(k)
+        small = _merge_windows(small)
         area = sum((b - a) * (d - c) for a, b, c, d in small)
         if area < (window[1] - window[0]) * (window[3] - window[2]):
             chosen += list(small.items())
@@ -194,7 +215,7 @@ def layer_weights(model, read, height, width, maxima, cells, classes, device, ti
                 seed = (picked * weight[c, k_index].to(picked.device)).sum()
                 grads = torch.autograd.grad(seed, activations[:-1], retain_graph=j < len(classes) - 1)
                 for layer, grad in enumerate(grads):
-                    sums[layer][j] += grad.sum(dim=(0, 2, 3), dtype=torch.float64).cpu().numpy()
+                    sums[layer][j] += grad.sum(dim=(0, 2, 3)).cpu().numpy()
     alphas = [(s / n).astype(np.float32) for s, n in zip(sums, sizes[:-1])]
     alphas.append((weight[classes].double().cpu().numpy() / sizes[-1]).astype(np.float32))
     return alphas
