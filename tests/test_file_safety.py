@@ -9,10 +9,17 @@
 6. temporary files left by a killed writer.
 """
 
+import bz2
+import gzip
+import io
 import json
+import lzma
 import os
+import re
+import signal
 import subprocess
 import sys
+import tarfile
 
 import h5py
 import numpy as np
@@ -21,7 +28,9 @@ import tifffile
 import torch
 
 from micranet_utils.analysis.ensemble import ensemble_members, load_ensemble
-from micranet_utils.base.errors import DatasetError, ImageError, MicranetError, ZooError
+from micranet_utils.base.errors import DatasetError, DownloadError, ImageError, MicranetError, ZooError
+from micranet_utils.base.files import remove_stale_temporaries
+from micranet_utils.io.archives import safe_extract
 from micranet_utils.cli import main
 from micranet_utils.io.images import read_image
 from micranet_utils.io.checkpoints import read_training_state, save_checkpoint
@@ -303,3 +312,91 @@ def test_broken_weights_are_refused_naming_the_tensor(tmp_path, key, value, mess
     for reader in (load_zoo, read_group):
         with pytest.raises(ZooError, match=f"zoo.hdf5: weight '/MICRANet/{MODEL}/{key}' .*{message}"):
             reader(path)
+
+
+# ---------------------------------------------------------------- 5. archives cut short
+
+def _tar(members):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+MEMBERS = {"MICRA-Net/models/A.hdf5": b"a" * 3000, "MICRA-Net/models/B.hdf5": b"b" * 3000}
+WHOLE = _tar(MEMBERS)
+FIRST_MEMBER = 512 + 3072                       # header and padded data of A.hdf5 only
+
+
+@pytest.mark.parametrize("name, data, problem", [
+    ("cut between members.tar.gz", gzip.compress(WHOLE[:FIRST_MEMBER]), "incomplete archive"),
+    ("cut between members.tar", WHOLE[:FIRST_MEMBER], "incomplete archive"),
+    ("cut in the end marker.tar.gz", gzip.compress(WHOLE[:FIRST_MEMBER + 3584 + 512]), "incomplete archive"),
+    ("no gzip trailer.tar.gz", gzip.compress(WHOLE)[:-8], "ended before the end-of-stream marker"),
+    ("wrong crc.tar.gz", gzip.compress(WHOLE)[:-8] + bytes(4) + gzip.compress(WHOLE)[-4:], "CRC check failed"),
+    ("cut.tar.xz", lzma.compress(WHOLE)[:-20], "ended before the end-of-stream marker"),
+])
+def test_archive_cut_short_is_refused_and_nothing_extracted(tmp_path, name, data, problem):
+    archive = tmp_path / name
+    archive.write_bytes(data)
+    destination = tmp_path / "home" / "tree"
+    with pytest.raises(DownloadError, match=f"{re.escape(name)}: .*{problem}"):
+        safe_extract(archive, destination, root="MICRA-Net")
+    assert not destination.exists() and os.listdir(tmp_path / "home") == []
+
+
+@pytest.mark.parametrize("compress", [bytes, gzip.compress, bz2.compress, lzma.compress])
+def test_whole_archives_are_extracted(tmp_path, compress):
+    archive = tmp_path / "whole.tar"
+    archive.write_bytes(compress(WHOLE))
+    destination = safe_extract(archive, tmp_path / "tree", root="MICRA-Net")
+    assert (destination / "models" / "B.hdf5").read_bytes() == MEMBERS["MICRA-Net/models/B.hdf5"]
+
+
+# ---------------------------------------------------------------- 6. temporaries of killed writers
+
+KILLED_WRITER = """
+import os, signal, sys
+from micranet_utils.base.files import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+RERUN = """
+import sys
+from micranet_utils.base.files import write_atomic
+write_atomic(sys.argv[1], lambda tmp: tmp.write_text("whole"))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and process ids are POSIX")
+def test_temporary_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "history.csv"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert left.name.startswith(".history.csv.") and not target.exists()
+    other = tmp_path / ".notes.csv.1-abc.tmp"              # another file's temporary: not touched
+    other.write_text("x")
+    os.utime(other, (0, 0))
+    subprocess.run([sys.executable, "-c", RERUN, str(target)], check=True)
+    assert target.read_text() == "whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.csv.1-abc.tmp", "history.csv"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process ids are POSIX")
+def test_temporaries_still_being_written_are_kept(tmp_path):
+    target = tmp_path / "out.json"
+    running = tmp_path / f".out.json.{os.getppid()}-abcd.tmp"     # its process runs
+    recent = tmp_path / ".out.json.999999999-abcd.tmp"            # no such process, but written just now
+    for path in (running, recent):
+        path.write_text("being written")
+    os.utime(running, (0, 0))
+    assert remove_stale_temporaries(target) == []
+    os.utime(recent, (0, 0))
+    assert remove_stale_temporaries(target) == [recent]
+    assert running.exists()

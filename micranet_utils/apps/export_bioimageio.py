@@ -38,7 +38,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import tifffile
 import torch
@@ -54,6 +53,7 @@ from matplotlib.figure import Figure
 from .. import __version__
 from ..analysis.recipes import RECIPES, get_recipe, score_maps
 from ..base.errors import ArgumentError, ZooError
+from ..io.training_files import open_training_file
 from ..io.zoo import load_zoo, model_settings
 from ..model import exported_maps
 from ..model.exported_maps import MicranetMaps
@@ -138,7 +138,7 @@ def pixel_size_of(params, pixel_size=None):
     training = params.get("hdf5_training_path")
     if isinstance(training, str) and Path(training).is_file():
         try:
-            with h5py.File(training, "r") as file:          # one root attribute: no dataset is read
+            with open_training_file(training) as file:      # one root attribute: no dataset is read
                 value = file.attrs.get("pixel_size_nm")
         except (OSError, ValueError):
             value = None

@@ -1,10 +1,21 @@
-"""Files: written safely (complete or absent, never half written), hashed, sized for people."""
+"""Files: written safely (complete or absent, never half written), hashed, sized for people.
+
+A writer killed outright (``kill -9``, the machine's out-of-memory killer, a
+power cut) cannot remove its temporary file. Temporary names carry the
+writer's process id, ``.<name>.<pid>-<random>.tmp``, so that the next atomic
+write of the same file removes the temporaries whose process is gone and
+that were last written before the current process started; a temporary
+another running writer is still filling is never touched.
+"""
 
 import hashlib
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+_STARTED = time.time()  # this process started no later than this module was imported
 
 
 def _umask():
@@ -30,7 +41,9 @@ def atomic_path(path):
     Yields
     ------
     Path
-        Where to write. Hidden name ``.<name>.<random>.tmp`` in the same folder.
+        Where to write. Hidden name ``.<name>.<pid>-<random>.tmp`` in the same
+        folder; temporaries of `path` left by killed processes are removed first
+        (see the module notes).
 
     Examples
     --------
@@ -39,7 +52,8 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; use the usual permissions
@@ -48,6 +62,52 @@ def atomic_path(path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporaries of `path` that a killed :func:`atomic_path` left behind.
+
+    Only files named ``.<name>.<pid>-<random>.tmp`` whose process ``pid`` no
+    longer runs on this machine and that were last modified before this
+    process started. Does nothing where process ids cannot be checked (Windows).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    path = Path(path)
+    if os.name != "posix":
+        return []
+    prefix, removed = f".{path.name}.", []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        pid, dash, _ = entry.name[len(prefix):].partition("-")
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp") and dash and pid.isdigit()):
+            continue
+        try:
+            if (int(pid) == os.getpid() or _running(int(pid)) or not entry.is_file(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_mtime >= _STARTED):
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
+def _running(pid):
+    """Whether process `pid` exists on this machine (POSIX)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def write_atomic(path, write):

@@ -4,11 +4,17 @@
 archive; it raises :class:`~micranet_utils.base.errors.DownloadError` itself.
 """
 
+import bz2
+import gzip
+import lzma
 import os
 import posixpath
 import shutil
 import tarfile
 import tempfile
+import zlib
+from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..base.errors import DownloadError
@@ -26,6 +32,12 @@ def safe_extract(archive, destination, root=None, progress=False):
     `destination` already exists, whose top-level entries replace the entries
     of the same name) only once everything is out. On any failure the
     temporary folder is removed: nothing half-extracted is left behind.
+
+    An archive cut short is refused even where the cut falls between two
+    members (``tar`` itself would stop there without a word): the compressed
+    stream must end with its own end marker and checksum (gzip's CRC-32 and
+    length, bzip2's and xz's end of stream), and the tar stream with its
+    end-of-archive marker (two zero blocks).
 
     Parameters
     ----------
@@ -47,8 +59,8 @@ def safe_extract(archive, destination, root=None, progress=False):
     Raises
     ------
     DownloadError
-        If the archive is unreadable, holds an unsafe member (named in the
-        message), or the disk fills up.
+        If the archive is unreadable or incomplete, holds an unsafe member
+        (named in the message), or the disk fills up.
     """
     from tqdm.auto import tqdm
 
@@ -57,7 +69,8 @@ def safe_extract(archive, destination, root=None, progress=False):
     scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
     try:
         try:
-            with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar, \
+            with open(archive, "rb") as raw, _decompressed(raw) as stream, \
+                    tarfile.open(fileobj=(tail := _Tail(stream)), mode="r|") as tar, \
                     tqdm(total=archive.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
                          desc=f"extracting {archive.name}", disable=not progress) as bar:
                 for member in tar:
@@ -67,7 +80,8 @@ def safe_extract(archive, destination, root=None, progress=False):
                                             f"to extract {member.name} ({human_size(member.size)}).")
                     tar.extract(member, scratch, set_attrs=False, **_DATA_FILTER)
                     bar.update(raw.tell() - bar.n)
-        except (tarfile.TarError, EOFError, OSError) as err:
+                _check_complete(archive, tar.offset, tail)
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
             raise DownloadError(f"{archive}: cannot extract ({type(err).__name__}: {err}); "
                                 "the archive is damaged or not a tar archive.") from None
         source = scratch
@@ -79,6 +93,58 @@ def safe_extract(archive, destination, root=None, progress=False):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return destination
+
+
+def _decompressed(raw):
+    """`raw` read through the decompressor its first bytes name (gzip, bzip2, xz), or as is.
+
+    Unlike tarfile's own, these check the end of the compressed stream: a
+    stream cut short raises EOFError, a wrong checksum an OSError.
+    """
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw, mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw, mode="rb")
+    return nullcontext(raw)
+
+
+class _Tail:
+    """A stream that counts what is read from it and keeps the last `keep` bytes."""
+
+    def __init__(self, stream, keep=1 << 20):
+        self.stream, self.keep, self.total, self.chunks, self.kept = stream, keep, 0, deque(), 0
+
+    def read(self, size=-1):
+        data = self.stream.read(size)
+        self.total += len(data)
+        self.chunks.append(data)
+        self.kept += len(data)
+        while self.kept - len(self.chunks[0]) >= self.keep:
+            self.kept -= len(self.chunks.popleft())
+        return data
+
+    def after(self, offset):
+        """The bytes from `offset` to the end of what was read, if still kept (else None)."""
+        start = self.total - self.kept
+        return b"".join(self.chunks)[offset - start:] if offset >= start else None
+
+
+def _check_complete(archive, end, tail):
+    """Raise DownloadError unless the tar stream ends with two zero blocks at `end`.
+
+    Reads the rest of the stream, so that the decompressor checks its own end.
+    """
+    while tail.read(1 << 20):
+        pass
+    rest = tail.after(end)
+    marker = 2 * tarfile.BLOCKSIZE
+    if rest is None or len(rest) < marker or rest[:marker].count(0) != marker:
+        raise DownloadError(f"{archive}: incomplete archive (no end-of-archive marker after {end:,} bytes); "
+                            "it was probably cut short. Nothing was extracted; download it again.")
 
 
 # Python >= 3.10.12 / 3.11.4 can refuse unsafe members itself: a second line of defence.
