@@ -10,11 +10,13 @@
 # **Steps.**
 # 1. See what the network is told: crops and one yes/no label per class.
 # 2. Understand the loss: binary cross-entropy per class, and `pos_weight`.
-# 3. Train (or reuse the model trained earlier) and look at the run folder.
-# 4. Read the loss curves and the learning-rate schedule.
-# 5. Measure per class: accuracy, F1 and the confusion matrix on the validation crops.
-# 6. Check image-level predictions against the demo truth on whole test images.
-# 7. Resume, fine-tune from a published model, scale out.
+# 3. Write the training step by hand: forward, loss, backward, optimizer step; check that it
+#    gives exactly the weights of the package's training.
+# 4. Train (or reuse the model trained earlier) and look at the run folder.
+# 5. Read the loss curves and the learning-rate schedule.
+# 6. Measure per class: accuracy, F1 and the confusion matrix on the validation crops.
+# 7. Check image-level predictions against the demo truth on whole test images.
+# 8. Resume, fine-tune from a published model, scale out.
 
 # %%
 # Setup: on Colab this installs the tutorial package; elsewhere it does nothing.
@@ -45,15 +47,11 @@ from micranet_utils.tutorial.demo_models import DEMO_SETTINGS, demo_run_dir, ens
 from micranet_utils.io.checkpoints import read_history
 from micranet_utils.io.training_files import CropDataset
 from micranet_utils.tutorial.demo_data import ensure_demo
-from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
-from micranet_utils.base.devices import pick_device
+from micranet_utils.tutorial.lessons import setup
 
-DATASET = check_dataset_choice(DATASET)
-device = pick_device(DEVICE)
-WORK = work_dir()
+DATASET, FAST, device, WORK = setup(DATASET, FAST, DEVICE)
 SETTINGS = DEMO_SETTINGS["fast" if FAST else "full"]
-splits = ensure_demo(fast=FAST)
-print(f"device: {device}; fast mode: {FAST}")
+splits = ensure_demo(fast=FAST, progress=False)
 
 # %% [markdown]
 # ## 1. What the network is told
@@ -129,7 +127,89 @@ for weight in (1.0, 3.3):
           f"of a false alarm (logit +1) = {loss_fn(-logit, torch.zeros(1)).item():.3f}")
 
 # %% [markdown]
-# ## 3. Train
+# ## 3. The training step, by hand
+#
+# Training repeats one step over and over. For a batch of crops and their yes/no labels:
+#
+# 1. **forward**: the network gives one logit per crop and class;
+# 2. **loss**: the weighted binary cross-entropy above, averaged over crops and classes;
+# 3. **backward**: PyTorch computes the gradient of that loss with respect to every weight;
+# 4. **step**: Adam moves every weight a little against its gradient.
+#
+# Here are the first three steps of the demo run, in plain PyTorch. Two package helpers
+# choose *which* crops and *which* random draws: `batch_plan` shuffles the crops of an epoch
+# from the seed, and `mix_seed` gives each batch its own seed for dropout and for the
+# augmentations of lesson 01 (`augment_batch`: flips, darker, brighter). That is what makes a
+# run repeatable, and resumable at any batch.
+
+# %%
+from micranet_utils.model.network import MICRANet
+from micranet_utils.train.batching import augment_batch, batch_plan, mix_seed
+
+SEED, EPOCH, STEPS = 0, 0, 3                   # the demo run's seed; the first 3 batches of epoch 1
+torch.manual_seed(SEED)
+network = MICRANet(num_classes=2, in_channels=1)          # random initial weights, drawn from the seed
+optimizer = torch.optim.Adam(network.parameters(), lr=SETTINGS["lr"])
+loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([3.3, 1.6]))   # rings, fibers (section 2)
+augmenter = torch.Generator()
+plan = batch_plan(len(crops), SETTINGS["batch_size"], SEED, EPOCH)        # lists of crop indices
+
+network.train()                                # dropout on; BatchNorm normalises with the batch's statistics
+hand_losses = []
+for b, indices in enumerate(plan[:STEPS]):
+    images = torch.stack([crops[i][0] for i in indices])      # (32, 1, 64, 64)
+    labels = torch.stack([crops[i][1] for i in indices])      # (32, 2): 1 = yes, 0 = no
+    torch.manual_seed(mix_seed(SEED, EPOCH, b, 0))           # this batch's dropout draws
+    augmenter.manual_seed(mix_seed(SEED, EPOCH, b, 0, 1))    # this batch's augmentations
+    images = augment_batch(images, SETTINGS["augment"], augmenter)
+    logits = network(images)                   # 1. forward: (32, 2)
+    loss = loss_fn(logits, labels)             # 2. loss: one number
+    optimizer.zero_grad()
+    loss.backward()                            # 3. backward: a gradient for every weight
+    optimizer.step()                           # 4. step
+    hand_losses.append(loss.item())
+print("loss of each step, by hand:      ", [round(v, 4) for v in hand_losses])
+
+# %% [markdown]
+# Now the same three steps with the package's `train` (`max_batches=3`, one epoch), in a
+# throw-away folder. Before validating, `train` normally re-estimates the BatchNorm statistics
+# (section 4); we switch that off here, so that *every* tensor of the two networks, running
+# statistics included, can be compared.
+
+# %%
+import tempfile
+
+package_losses = []
+
+
+def record(event):
+    if event["event"] == "batch":
+        package_losses.append(event["loss"])
+
+
+with tempfile.TemporaryDirectory() as folder:
+    run = train(splits["training"], folder, validation=splits["validation"], seed=SEED, max_batches=STEPS,
+                bn_recalibration_crops=0, num_workers=0, progress=False, callback=record,
+                **{**SETTINGS, "epochs": 1})
+print("loss of each step, package train:", [round(v, 4) for v in package_losses])
+print("pos_weight used by train:", run.params["pos_weight"])
+ours, theirs = network.state_dict(), run.model.state_dict()
+identical = [name for name in ours if torch.equal(ours[name], theirs[name])]
+print(f"{len(identical)} of {len(ours)} tensors identical after {STEPS} steps")
+assert hand_losses == package_losses and len(identical) == len(ours)
+
+# %% [markdown]
+# (The `epoch 1/1` line is `train` reporting on that three-step run: after three steps its
+# validation scores mean nothing yet.)
+#
+# Equal to the last bit: the package's training loop is these four lines, plus bookkeeping
+# (checkpoints, the learning-rate schedule, validation, several processes). Equality needs the
+# same seed, the same batches and the same number of CPU threads (floating-point sums depend
+# on how the work is split). The first losses are close to 1.0, what a network answering
+# "50 %" for every crop scores with these weights and this class balance.
+
+# %% [markdown]
+# ## 4. Train
 #
 # `micranet_utils.train.runs.train` runs the original recipe: Adam (lr $10^{-3}$), the weighted
 # loss above, the four original augmentations (flips, a darkening intensity scale, a
@@ -183,7 +263,7 @@ with h5py.File(run_dir / "last.hdf5", "r") as file:
 print("trainer_params (first keys):", ", ".join(sorted(load_zoo(model_path)[1])[:10]), "...")
 
 # %% [markdown]
-# ## 4. Loss curves and the learning-rate schedule
+# ## 5. Loss curves and the learning-rate schedule
 
 # %%
 epochs = [row["epoch"] for row in history]
@@ -208,7 +288,7 @@ plt.show()
 # relative threshold, both give exactly the same schedule, which our tests check.)
 
 # %% [markdown]
-# ## 5. Per class: accuracy, F1, confusion
+# ## 6. Per class: accuracy, F1, confusion
 #
 # The loss mixes both classes; what matters is how each one is recognised. On the validation
 # crops we count, per class, the true and false positives and negatives (a crop is called
@@ -264,7 +344,7 @@ for c, name in enumerate(names):
 # 5 % area rule: a crop with 4 % rings is labelled "no" but looks like "yes". Such label noise is
 # inherent to image-level labels made from areas, and harmless for segmentation.
 #
-# ## 6. Whole images: image-level predictions against the truth
+# ## 7. Whole images: image-level predictions against the truth
 #
 # The network accepts any image size, so we can also ask it about whole 512 × 512 test images
 # it has never seen (the testing split was not used for training or to choose the epoch). The
@@ -278,9 +358,9 @@ with h5py.File(splits["testing"], "r") as file:
         test_images.append(group["data"][()])
         test_truth.append((labels[:, :-1] > 0).any(axis=(2, 3)))
 test_images, test_truth = np.concatenate(test_images), np.concatenate(test_truth)
-with torch.no_grad():   # two images at a time: the activations of 512 px images take much memory
-    test_probability = torch.cat([torch.sigmoid(model(batch.to(device))).cpu()
-                                  for batch in torch.from_numpy(test_images[:, None]).split(2)]).numpy()
+with torch.no_grad():   # one whole image at a time
+    test_probability = np.concatenate([torch.sigmoid(model(torch.from_numpy(image[None, None]).to(device))).cpu()
+                                       for image in test_images])
 
 count = min(8, len(test_images))
 fig, axes = plt.subplots(1, count, figsize=(2.4 * count, 3))
@@ -303,7 +383,7 @@ assert image_accuracy.min() >= 0.75, image_accuracy
 # here) and still answers for 512 px images, because its global max pool does not care about
 # the input size.
 #
-# ## 7. Resume, fine-tune, scale out
+# ## 8. Resume, fine-tune, scale out
 #
 # **Resume.** Training can be stopped at any time (even by a power cut): `last.hdf5` is written
 # atomically at the end of every epoch (or every `checkpoint_every` batches). Every random draw
