@@ -534,15 +534,12 @@ BAD_VALUES = {
     "predict device": (_PREDICT + ("--device", "banana"), "banana"),
     "predict tile": (_PREDICT + ("--tile", "4", "--overlap", "0"), "tile"),
     "predict overlap": (_PREDICT + ("--tile", "64", "--overlap", "64"), "overlap"),
+    "download retries": (("download", "models", "--home", "{out}", "--retries", "-1", "--no-progress"), "retries"),
+    "download timeout": (("download", "models", "--home", "{out}", "--timeout", "0", "--no-progress"), "timeout"),
 }
 
 
-_IO_OWNED = {"train shapes not numeric"}   # the root is io/training_files._shapes, fixed with the io layer
-
-
-@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.xfail(
-    reason="io/training_files._shapes turns a non-numeric shapes attribute into a bare ValueError", strict=False))
-    if case in _IO_OWNED else case for case in sorted(BAD_VALUES)])
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
 def test_bad_values_are_one_line_exit_two(cli_files, tmp_path, capsys, case):
     """Class 6: every bad value is refused before any work, in one line naming it."""
     argv, word = BAD_VALUES[case]

@@ -147,10 +147,14 @@ def read_training_state(path):
             raise ZooError(f"{path}: has no '{STATE_GROUP}' group; it is a model, not a resumable "
                            "checkpoint (resume from a run's last.hdf5)")
         group = file[STATE_GROUP]
-        state = json.loads(group.attrs["state"])
-        state["rng"] = {key: np.array(value[()]) for key, value in group["rng"].items()}
-        if "optimizer" in group:
-            state["optimizer"] = _read_optimizer(group["optimizer"])
+        try:
+            state = json.loads(group.attrs["state"])
+            state["rng"] = {key: np.array(value[()]) for key, value in group["rng"].items()}
+            if "optimizer" in group:
+                state["optimizer"] = _read_optimizer(group["optimizer"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:     # damaged JSON, missing parts
+            raise ZooError(f"{path}: the training state is damaged ({type(err).__name__}: {str(err)[:100]}); "
+                           "start a new run from best.hdf5 with --restore-from") from None
     return state
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import pooch
 
 from . import registry as _registry
+from ..base.checks import finite_positive, non_negative_int
 from ..base.errors import DownloadError, MicranetError
 from ..base.files import write_atomic
 from .http import GiveUp, ResumableDownloader, Retry, Unreachable
@@ -111,6 +112,13 @@ def _env_number(name, default, kind):
         return kind(value) if value else default
     except ValueError:
         raise DownloadError(f"{name}={value!r}: expected a number") from None
+
+
+def _transfer_settings(retries, timeout):
+    """Checked (retries, timeout): arguments first, then the environment, then 2 and 60 s."""
+    retries = _env_number("MICRANET_DOWNLOAD_RETRIES", 2, int) if retries is None else retries
+    timeout = _env_number("MICRANET_DOWNLOAD_TIMEOUT", 60.0, float) if timeout is None else timeout
+    return non_negative_int("retries", retries), finite_positive("timeout", timeout)
 
 
 _NOTE_SHOWN = False
@@ -231,8 +239,7 @@ def _download_lock(home):
 
 def _download(name, home, progress, retries, timeout, processor=None):
     known = _known_hash(name)
-    retries = _env_number("MICRANET_DOWNLOAD_RETRIES", 2, int) if retries is None else retries
-    timeout = _env_number("MICRANET_DOWNLOAD_TIMEOUT", 60.0, float) if timeout is None else timeout
+    retries, timeout = _transfer_settings(retries, timeout)
     fetcher = pooch.create(path=home, base_url=f"{base_url()}/{BUCKET}/", registry={name: known},
                            retry_if_failed=max(0, int(retries)))
     downloader = ResumableDownloader(progress, timeout, extract_factor=1.0 if processor else 0.0,

@@ -81,7 +81,15 @@ def _shapes(group, path, name, fallback=True):
     """(N, 2) int array of true image shapes; the stored size when the attribute is missing."""
     label = group["label"]
     if "shapes" in label.attrs:
-        return np.asarray(label.attrs["shapes"]).astype(int).reshape(-1, 2)
+        try:
+            shapes = np.asarray(label.attrs["shapes"], dtype=float).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: group {name!r}: label.attrs['shapes'] is not an (N, 2) array of "
+                               f"image sizes (not numbers)") from None
+        if not (np.all(np.isfinite(shapes)) and np.all(shapes >= 1) and np.all(shapes == np.round(shapes))):
+            raise DatasetError(f"{path}: group {name!r}: label.attrs['shapes'] holds sizes that are not "
+                               "positive whole numbers")
+        return shapes.astype(int)
     if not fallback:
         raise DatasetError(f"{path}: group {name!r}: label has no 'shapes' attribute "
                            "(the (N, 2) true image sizes); the original reader needs it")
