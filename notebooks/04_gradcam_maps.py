@@ -46,16 +46,10 @@ from micranet_utils.model.network import LAYERS
 from micranet_utils.tutorial.comparison import load_test_crops
 from micranet_utils.tutorial.demo_data import ensure_demo
 from micranet_utils.model.gradcam import LAYER_STRIDES, local_maps, predicted, sequential_view
-from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
-from micranet_utils.base.devices import pick_device
 from micranet_utils.tutorial.demo_models import ensure_demo_model
+from micranet_utils.tutorial.lessons import setup
 
-DATASET = check_dataset_choice(DATASET, allowed=("demo",))
-device = pick_device(DEVICE)
-WORK = work_dir()
-LAYERS = LAYERS
-torch.manual_seed(0)
-print(f"device: {device}; fast mode: {FAST}")
+DATASET, FAST, device, WORK = setup(DATASET, FAST, DEVICE, allowed=("demo",))
 
 # %% [markdown]
 # ## 1. A trained model and a crop with pixel truth
@@ -264,9 +258,10 @@ plt.show()
 # pixel, 4b only at the edges of its 8×8 blocks. Class agreement falls too: in the first
 # layers the rings map and the fibers map of a crop are strongly correlated (often
 # *negatively*: the same bright lines, counted for one class and against the other), so these
-# layers only know "bright line here". In the deepest layers the two maps are nearly
-# unrelated: each layer has learned which arrangement of lines makes its class. That is what
-# *semantic* means here.
+# layers only know "bright line here". Only in the deepest layer, 4b, are the two maps nearly
+# unrelated (about 0.1 in the full-mode run stored here, against 0.6 to 0.8 before it): 4b has
+# learned which arrangement of lines makes each class. That is what *semantic* means here, and
+# it is a property of the last layer rather than a steady climb.
 
 # %% [markdown]
 # ## 5. How well does each layer find the structures? ROC AUC against pixel truth
@@ -281,7 +276,8 @@ plt.show()
 #
 # * over the **whole crop**, on the crops that contain the class: can the map find the
 #   structure at all?
-# * **rings against fibers**, on the crops that hold some of both: among the pixels that belong to
+# * **rings against fibers**, on the crops that hold pixels of both (however few; not
+#   necessarily *present* by the 5 % rule): among the pixels that belong to
 #   one of the two structures, do the pixels of *this* class score higher than those of the
 #   other? The demo data draw rings and fibers with the same lines and the same brightness;
 #   what differs is their *arrangement* (stripes across the dendrite, or lines along it).
@@ -304,7 +300,7 @@ def roc_auc(scores, truth):
 assert roc_auc([0.1, 0.2, 0.9, 0.8], [0, 0, 1, 1]) == 1.0
 assert roc_auc([1, 1, 1, 1], [0, 0, 1, 1]) == 0.5
 
-with_both = np.flatnonzero(test_truth.any(axis=(-1, -2)).all(axis=1))   # some pixels of each class
+with_both = np.flatnonzero(test_truth.any(axis=(-1, -2)).all(axis=1))   # pixels of both classes, any amount
 auc = {"whole crop": np.full((2, 9), np.nan), "rings vs fibers": np.full((2, 9), np.nan)}
 for c in range(2):
     for column in range(9):                       # 8 layers, then the raw image as baseline
@@ -351,9 +347,13 @@ for c, name in enumerate(class_names):
 assert len(with_both) > 0
 assert np.all(whole[:, 6:8].max(axis=1) > 0.6), whole                               # deep layers find it
 assert np.all(whole[:, 6:8].max(axis=1) > whole[:, 0:2].mean(axis=1) + 0.1), whole   # better than early
-deep_best, early_best = versus[:, 2:8].max(axis=1).mean(), versus[:, 0:2].max(axis=1).mean()
-print(f"rings vs fibers, mean over the two classes: best deeper layer {deep_best:.2f}, best of 1a/1b {early_best:.2f}")
-assert deep_best > 0.65 and deep_best > early_best + 0.1, versus                  # deeper layers tell them apart
+deep_best, early_best = versus[:, 2:8].max(axis=1), versus[:, 0:2].max(axis=1)   # per class
+told_apart = (deep_best > 0.65) & (deep_best > early_best + 0.1)
+for c, name in enumerate(class_names):
+    print(f"{name} vs the other, on {len(with_both)} crops: best of 2a-4b {deep_best[c]:.2f}, best of 1a/1b "
+          f"{early_best[c]:.2f}, brightness {versus[c, 8]:.2f} -> "
+          f"{'told apart' if told_apart[c] else 'not told apart'} by a deeper layer")
+assert told_apart.any(), versus           # at least one class is told apart; the text says which
 
 # %% [markdown]
 # Over the whole crop (left), the deep layers rank the structure's pixels above the rest and
@@ -361,18 +361,20 @@ assert deep_best > 0.65 and deep_best > early_best + 0.1, versus                
 # class, sometimes with the wrong sign (an AUC below 0.5 means the map is *lower* on the
 # structure). The raw brightness (dotted) does as well as the best layer, or better, because in
 # the demo data the structures *are* the bright things: brightness finds actin, but not which
-# actin. The right panel asks exactly that. There brightness is weak (fiber pixels are a bit
-# brighter on average than the ring lattice with its gaps; the two AUCs of a two-way contest
-# add up to 1) and so are layers 1a and 1b, while deeper layers reach a clearly higher AUC:
-# they tell rings from fibers by their arrangement. Only a few test crops hold both
-# structures, so this panel is noisy; in some runs one class is told apart much better than
-# the other. Their maps are coarse, though (8-pixel blocks): the method of the
-# paper (lesson 05) uses the deep maps to decide *where* each class is and the shallower ones
-# to draw its outline.
+# actin. The right panel asks exactly that, and its answer is one-sided. In the full-mode
+# run stored here, the *rings* maps of 3b, 4a and 4b rank ring pixels above fiber pixels
+# (AUC 0.89 to 0.98, against 0.43 for brightness and at most 0.43 for 1a and 1b). The *fibers*
+# maps do not rank fiber pixels above ring pixels: 0.46 to 0.50 at 3b, 4a and 4b, chance level,
+# and at best 0.61 (2b) against 0.57 for brightness. Fiber pixels are a little brighter on
+# average than the ring lattice with its gaps, which is why brightness is not at 0.5.
 #
-# The numbers depend on how well the model was trained (fast mode trains it for fewer epochs)
-# and, with few test crops, on which crops there are; the ordering "deep above early" is what
-# the assertions check.
+# So the deep ring maps are specific to rings, while the deep fiber maps are as high on the
+# rings as on the fibers of these crops. And "these crops" are few: only a handful of the
+# 64-px test crops hold pixels of both structures (4 here), so this panel is a hint, not a
+# measurement; the masks of lesson 05 are scored on every test crop. The whole-crop panel,
+# on all crops that contain each class, is the solid result: deep above early, for both
+# classes. The assertions check that, and that at least one class is told apart by a deeper
+# layer; the numbers change with the training (fast mode trains fewer epochs on fewer images).
 
 # %% [markdown]
 # ## 6. The same map from a Grad-CAM library
@@ -486,8 +488,10 @@ assert len(fig.axes) == 8 and all(ax.images for ax in fig.axes)
 #   each map to [0, 1].
 # - `local_maps(model, images)` gives all 8 layers × classes for a batch in one forward pass
 #   and one backward pass per class; it matches the hand computation and Captum.
-# - Early layers are sharp but follow brightness; deep layers are coarse (8-pixel blocks) but
-#   tell rings from fibers. ROC AUC against pixel truth measures both, without a threshold.
+# - Early layers are sharp but follow brightness; deep layers are coarse (8-pixel blocks) and
+#   find the structures far better. Whether they also tell rings from fibers is measured by a
+#   ROC AUC restricted to pixels of either structure: here the ring maps do, the fiber maps do
+#   not, on the few crops that hold both. ROC AUC against pixel truth needs no threshold.
 #
 # ## Try this on your data
 # 1. Load your model with `model, params = load_zoo("my_model.hdf5")`.
