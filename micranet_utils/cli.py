@@ -222,6 +222,9 @@ def _predict_arguments(parser):
     stack.add_argument("--projection", choices=("max", "mean"), help="for z-stacks / time series: project all planes")
     parser.add_argument("--min-size", type=int, default=32, help="smallest accepted side, pixels (default 32)")
     parser.add_argument("--min-area", type=int, default=1, help="smallest object counted, pixels (default 1)")
+    parser.add_argument("--stream", default="auto", choices=("auto", "always", "never"),
+                        help="read, map and write tile by tile: images above 8 megapixels (auto), all, or none")
+    parser.add_argument("--stream-tile", type=int, default=512, help="streamed tile side, pixels (default 512)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -233,7 +236,7 @@ def _predict_run(args):
                              device=args.device, save_maps=args.maps, overwrite=args.overwrite, tile=args.tile,
                              overlap=args.overlap, normalize=args.normalize, channel=args.channel, plane=args.plane,
                              projection=args.projection, min_size=args.min_size, min_area=args.min_area,
-                             progress=not args.quiet)
+                             stream=args.stream, stream_tile=args.stream_tile, progress=not args.quiet)
     done, skipped, failed = len(summary["done"]), len(summary["skipped"]), len(summary["failed"])
     print(f"micranet predict: {done} analysed, {skipped} already done, {failed} failed -> {args.output}",
           file=sys.stderr)

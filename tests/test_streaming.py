@@ -12,10 +12,12 @@ from skimage.filters import threshold_otsu
 from micranet_utils.analysis.detection import count
 from micranet_utils.analysis.recipes import get_recipe, segment
 from micranet_utils.analysis.streaming import _otsu_level, exact_quantile, stream_segment, streamable
+from micranet_utils.apps.predict import predict_folder
 from micranet_utils.apps.stream_predict import predict_large, use_streaming
 from micranet_utils.base.errors import ImageError, MicranetError
 from micranet_utils.io.images import prepare_image
 from micranet_utils.io.tiles import open_tiles, write_ome_zarr, write_tiff_tiles
+from micranet_utils.io.zoo import save_zoo
 from micranet_utils.model.gradcam import local_maps, predicted
 from micranet_utils.model.network import MICRANet
 from micranet_utils.model.tiled_gradcam import check_tiling
@@ -201,9 +203,31 @@ def test_when_predict_streams(tmp_path):
     tifffile.imwrite(tmp_path / "small.tif", np.zeros((64, 64), np.uint16))
     actin, em = get_recipe("actin"), get_recipe("em")
     assert use_streaming(tmp_path / "small.tif", actin, False, "always")
+    assert not use_streaming(tmp_path / "small.tif", actin, False, "never")
     assert not use_streaming(tmp_path / "small.tif", actin, False, "auto")
     assert not use_streaming(tmp_path / "small.tif", em, False, "auto")
     with pytest.raises(MicranetError, match="not streamed"):
         use_streaming(tmp_path / "small.tif", em, False, "always")
     with pytest.raises(MicranetError, match="ensemble"):
         use_streaming(tmp_path / "small.tif", actin, True, "always")
+
+
+def test_predict_folder_streams_to_the_same_masks_and_counts(model, tmp_path):
+    with torch.no_grad():
+        present = MICRANet(num_classes=2).eval()
+        present.load_state_dict(model.state_dict())
+        present.linear1.bias.fill_(5.0)                       # both classes present with p > 0.5
+    zoo = save_zoo(tmp_path / "zoo.hdf5", present, {"size": 64})
+    tifffile.imwrite(tmp_path / "in.tif", camera_image(160, 208)[0].astype(np.uint16))
+    results = {}
+    for stream in ("never", "always"):
+        summary = predict_folder(zoo, tmp_path / "in.tif", tmp_path / stream, "actin", stream=stream,
+                                 stream_tile=96, progress=False)
+        assert summary["done"] == ["in.tif"]
+        results[stream] = json.loads((tmp_path / stream / "in_result.json").read_text())
+        results[stream]["masks"] = tifffile.imread(tmp_path / stream / "in_masks.tif")
+    np.testing.assert_array_equal(results["always"]["masks"], results["never"]["masks"])
+    assert results["always"]["count"] == results["never"]["count"] and results["always"]["streamed"]
+    assert (tmp_path / "always" / "in_labels.tif").is_file()
+    with pytest.raises(MicranetError, match="stream_tile|tile 64"):
+        predict_folder(zoo, tmp_path / "in.tif", tmp_path / "bad", "actin", stream="always", stream_tile=64)

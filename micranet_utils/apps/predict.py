@@ -56,6 +56,15 @@ as an untiled image is: normalising each tile on its own would stretch the
 faint background of a tile without structures to the range of the
 structures elsewhere. The recipe then runs once on the stitched maps.
 
+Images of any size (``--stream``). An image of more than 8 megapixels
+(:data:`micranet_utils.apps.stream_predict.STREAM_PIXELS`), or any image with
+``--stream always``, is read, mapped and written tile by tile
+(:mod:`micranet_utils.apps.stream_predict`) when the recipe's threshold can be
+streamed (Actin, CTC, ``otsu``) and one model is used: same masks as the whole
+image's maps give, peak memory set by ``--stream-tile``, masks and labels as
+tiled BigTIFF (OME-Zarr for an OME-Zarr input), no overlay. ``--stream never``
+keeps every image in memory.
+
 Published zoos with several groups: EM uses ``MICRANet-1:5`` and P. vivax
 ``MICRANet-finetuned`` when ``--group`` is not given.
 
@@ -100,6 +109,8 @@ from ..base.errors import ArgumentError, ImageError, MicranetError, ZooError
 from ..base.files import atomic_path, file_sha256
 from ..io.images import (IMAGE_SUFFIXES, check_channels, display_rgb, find_images, prepare_image,
                          read_image)
+from ..model.tiled_gradcam import check_tiling
+from .stream_predict import STREAM_CHOICES, predict_large, use_streaming
 
 RESULTS_CSV, MANIFEST = "results.csv", "manifest.json"
 COLORS = np.array([[1.0, 0.25, 0.25], [0.2, 0.9, 0.3], [0.3, 0.5, 1.0], [1.0, 0.8, 0.1],
@@ -236,7 +247,8 @@ def _load_models(options):
 
 def predict_folder(model, input, output, recipe="actin", *, name=None, group=None, device="auto",
                    save_maps=False, overwrite=False, tile=1024, overlap=128, normalize="auto",
-                   channel=None, plane=None, projection=None, min_size=32, min_area=1, progress=True):
+                   channel=None, plane=None, projection=None, min_size=32, min_area=1, stream="auto",
+                   stream_tile=512, progress=True):
     """Analyse every image of a folder (or one file) and write the results.
 
     Parameters
@@ -253,6 +265,10 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
         Post-processing recipe (:data:`micranet_utils.analysis.recipes.RECIPES`).
     save_maps, overwrite, tile, overlap, normalize, channel, plane, projection, min_size, min_area
         See ``micranet predict --help``.
+    stream : {"auto", "always", "never"}
+        Stream images above 8 megapixels, all, or none (see the module notes).
+    stream_tile : int
+        Side of the streamed tiles' cores, pixels (at least 128).
 
     Returns
     -------
@@ -273,6 +289,9 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
         if value is not None:
             non_negative_int(key, value)
     prepare_image(np.zeros((1, 1, 1), np.float32), normalize)           # checks the choice early
+    if stream not in STREAM_CHOICES:
+        raise ArgumentError(f"stream must be one of {', '.join(STREAM_CHOICES)}; got {stream!r}")
+    stream_tile = check_tiling(stream_tile, 32)[0] if stream != "never" else stream_tile
     if source.is_file():
         paths, ignored = [source], []
     elif source.is_dir():
@@ -310,9 +329,14 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
             summary["skipped"].append(path.name)
             continue
         try:
-            image, masks, maps, record = analyse_image(nets, path, recipe, settings, options)
-            record["model_sha256"] = sha256
-            _write_outputs(out, stem, image, masks, maps, record, save_maps)
+            if use_streaming(path, recipe, len(nets) > 1, stream, channel, plane, projection):
+                record = predict_large(nets[0], path, out, recipe, settings=settings, stem=stem, tile=stream_tile,
+                                       normalize=normalize, channel=channel, plane=plane, min_area=min_area,
+                                       device=options["device"], extra={"model_sha256": sha256})
+            else:
+                image, masks, maps, record = analyse_image(nets, path, recipe, settings, options)
+                record["model_sha256"] = sha256
+                _write_outputs(out, stem, image, masks, maps, record, save_maps)
         except MicranetError as err:
             reason = str(err)
         except (OSError, ValueError, RuntimeError, MemoryError) as err:

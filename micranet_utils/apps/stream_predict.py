@@ -43,26 +43,29 @@ from ..base.errors import MicranetError
 from ..base.files import atomic_path
 from ..io.tiles import open_tiles, write_ome_zarr, write_tiff_tiles
 
-__all__ = ["STREAM_PIXELS", "use_streaming", "predict_large"]
+__all__ = ["STREAM_PIXELS", "STREAM_CHOICES", "use_streaming", "predict_large"]
 
 STREAM_PIXELS = 8_000_000
 """int: images with more pixels are streamed by ``micranet predict`` (the in-memory path needs ~200 B/pixel)."""
+STREAM_CHOICES = ("auto", "always", "never")
+"""tuple of str: ``micranet predict --stream``: by size, every image, no image."""
 
 
-def use_streaming(path, recipe, ensemble, stream="auto", channel=None, plane=None):
-    """Whether ``micranet predict`` streams this file: ``stream`` True/False, or "auto" by size.
+def use_streaming(path, recipe, ensemble, stream="auto", channel=None, plane=None, projection=None):
+    """Whether ``micranet predict`` streams this file: "always", "never", or "auto" by size.
 
     Raises
     ------
     MicranetError
         ``stream=True`` with a recipe or an ensemble that cannot be streamed.
     """
-    if stream is False or stream == "never":
+    if stream == "never":
         return False
-    possible = streamable(recipe) and not ensemble
-    if stream is True or stream == "always":
+    possible = streamable(recipe) and not ensemble and projection is None
+    if stream == "always":
         if not possible:
-            reason = "a fold ensemble" if ensemble else f"recipe {recipe.name!r} ({recipe.threshold} threshold)"
+            reason = ("a fold ensemble" if ensemble else "a projection of planes" if projection is not None
+                      else f"recipe {recipe.name!r} ({recipe.threshold} threshold)")
             raise MicranetError(f"{path}: --stream: {reason} is not streamed (peak and block thresholds look at "
                                 "the whole map, and folds are averaged in memory); run without --stream")
         return True

@@ -48,7 +48,7 @@ def check_tiling(tile, margin):
     tile, margin = int(tile), int(margin)
     if margin < RECEPTIVE_RADIUS:
         raise MicranetError(f"margin {margin} is smaller than MICRA-Net's receptive field radius "
-                            f"({RECEPTIVE_RADIUS} pixels); use --margin {RECEPTIVE_RADIUS + 2} or more")
+                            f"({RECEPTIVE_RADIUS} pixels); use a margin of {RECEPTIVE_RADIUS + 2} or more")
     if tile < 2 * RECEPTIVE_RADIUS + ALIGN:
         raise MicranetError(f"tile {tile} is smaller than MICRA-Net's receptive field "
                             f"({2 * RECEPTIVE_RADIUS + ALIGN} pixels); use a tile of at least 128")
