@@ -138,6 +138,7 @@ def test_an_interrupted_run_leaves_no_temporary_folder(model, tmp_path):
 
 
 def test_an_interrupted_write_leaves_no_file_or_store_under_the_final_name(tmp_path):
+    pytest.importorskip("zarr")                       # tiled TIFF and OME-Zarr are read through zarr
     def block(c, y0, y1, x0, x1):
         if y0 > 0:
             raise KeyboardInterrupt("stopped")
@@ -151,6 +152,7 @@ def test_an_interrupted_write_leaves_no_file_or_store_under_the_final_name(tmp_p
 
 
 def test_tiles_are_read_lazily_from_tiff_and_ome_zarr(tmp_path):
+    pytest.importorskip("zarr")                       # tiled TIFF and OME-Zarr are read through zarr
     image = (np.random.default_rng(3).random((2, 90, 130)) * 60000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "plain.tif", image, metadata={"axes": "CYX"})
     tifffile.imwrite(tmp_path / "tiled.ome.tif", image, tile=(32, 32), compression="zlib", ome=True,
@@ -177,6 +179,7 @@ def test_an_ome_zarr_without_y_and_x_axes_is_refused_in_one_line(tmp_path):
 
 
 def test_predict_large_writes_masks_labels_and_counts_from_a_tiff_and_an_ome_zarr(model, whole, tmp_path):
+    pytest.importorskip("zarr")                       # tiled TIFF and OME-Zarr are read through zarr
     image, prepared, maps, logits, present = whole[(203, 141)]
     reference = segment(maps, present, prepared[None], "actin")[0]
     tifffile.imwrite(tmp_path / "cells.tif", image[0].astype(np.uint16))
