@@ -53,21 +53,17 @@ from micranet_utils.cli import main as micranet
 from micranet_utils.io.training_files import CropDataset
 from micranet_utils.tutorial.demo_drawing import synth_actin_image
 from micranet_utils.io.images import normalize_intensity, read_image
-from micranet_utils.tutorial.lessons import check_dataset_choice, work_dir
-from micranet_utils.base.devices import pick_device
 from micranet_utils.tutorial.demo_models import ensure_demo_model
+from micranet_utils.tutorial.lessons import setup
 from micranet_utils.train.runs import train
 
-DATASET = check_dataset_choice(DATASET)
-device = pick_device(DEVICE)
-WORK = work_dir()
+DATASET, FAST, device, WORK = setup(DATASET, FAST, DEVICE)
 HERE = WORK / "lesson07"                      # everything this lesson writes
 N_IMAGES = 12 if FAST else 24                 # images in the lab folder
 SIZE = 384 if FAST else 512                   # their side, in pixels (20 nm each)
 CROP = 256 if DATASET == "actin" else 128     # crop side for the lab data set (any size works, see below)
 EPOCHS = 2 if FAST else 8
-torch.manual_seed(0)
-print(f"device: {device}; fast mode: {FAST}; {N_IMAGES} images of {SIZE}x{SIZE}; crops of {CROP}")
+print(f"{N_IMAGES} images of {SIZE}x{SIZE}; crops of {CROP}")
 
 # %% [markdown]
 # ## 1. A lab folder
@@ -367,10 +363,10 @@ true_calls = np.array([[new_truth[n][c].any() for c in range(2)] for n in names]
 
 
 def calls_of(zoo_model):
-    """The model's yes/no calls on the new images, two at a time (whole images take memory)."""
+    """The model's yes/no calls on the new images, one whole image at a time."""
     device = next(zoo_model.parameters()).device
     with torch.no_grad():
-        logits = torch.cat([zoo_model.eval()(batch.to(device)).cpu() for batch in torch.from_numpy(images).split(2)])
+        logits = torch.cat([zoo_model.eval()(image[None].to(device)).cpu() for image in torch.from_numpy(images)])
     return gradcam.predicted(logits.numpy())
 
 
