@@ -209,3 +209,23 @@ def test_every_documented_module_entry_runs(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                             timeout=120, cwd=ROOT)
     assert result.returncode == 0 and "usage: micranet" in result.stdout, (module, result.stderr[-500:])
+
+
+def test_each_package_attaches_exactly_its_modules():
+    """``micranet_utils.io.tiles`` and the like are reachable by attribute: the lazy lists are complete."""
+    for module, (path, tree) in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and getattr(node.func, "attr", None) == "attach"]
+        assert len(calls) == 1, f"{module}: expected one lazy_loader.attach call"
+        listed = next(kw.value for kw in calls[0].keywords if kw.arg == "submodules")
+        listed = sorted(ast.literal_eval(listed)) if not isinstance(listed, ast.Call) else None
+        present = sorted(p.stem if p.is_file() else p.name for p in path.parent.iterdir()
+                         if (p.suffix == ".py" and p.stem not in ("__init__", "__main__", "cli"))
+                         or (p.is_dir() and (p / "__init__.py").is_file()))
+        if module == "micranet_utils":
+            present = sorted(present + ["cli"])
+            listed = sorted(ast.literal_eval(next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                                                  and node.targets[0].id == "SUBPACKAGES")))
+        assert listed == present, f"{module}: attaches {listed}, holds {present}"

@@ -5,4 +5,4 @@ describe a model-zoo file, export it as a bioimage.io package. The command line
 
 import lazy_loader as lazy
 
-__getattr__, __dir__, __all__ = lazy.attach(__name__, submodules=['export_bioimageio', 'folder_check', 'info', 'make_dataset', 'predict'])
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submodules=['export_bioimageio', 'folder_check', 'info', 'make_dataset', 'predict', 'stream_predict'])

@@ -4,4 +4,4 @@ and the torch-only network with Grad-CAM inside ``forward`` that the bioimage.io
 
 import lazy_loader as lazy
 
-__getattr__, __dir__, __all__ = lazy.attach(__name__, submodules=['batchnorm', 'exported_maps', 'gradcam', 'network'])
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submodules=['batchnorm', 'exported_maps', 'gradcam', 'network', 'tiled_gradcam'])
