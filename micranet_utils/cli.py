@@ -137,7 +137,8 @@ def _train_arguments(parser):
             ("--seed", int, "42")):
         recipe.add_argument(flag, type=kind, help=f"default {default_text}")
     recipe.add_argument("--pos-weight", nargs="+", metavar="W",
-                        help="one weight per class, 'balanced' or 'none' (default 3.3 1.6)")
+                        help="one weight per class, 'balanced' or 'none' (default: 3.3 1.6, the original "
+                             "Actin's, for two classes; 'balanced' for any other number)")
     tune = parser.add_argument_group("fine-tuning")
     tune.add_argument("--restore-from", metavar="ZOO", help="start from the weights of a ModelZoo file")
     tune.add_argument("--freeze", default="", help="comma-separated: all-conv, 1a..4b, conv1a, bnorm1a, ...")

@@ -372,7 +372,7 @@ plt.show()
 from micranet_utils.tutorial.baselines.ilastik import extract_ilastik_project
 
 if DATASET == "actin":
-    zoo = tree.parent / "ActinModelZoo-ilastik.hdf5"
+    zoo = tree / "models-ilastik" / "ActinModelZoo-ilastik.hdf5"
     if zoo.is_file():
         keys = extract_ilastik_project(zoo, WORK / "ACTIN.ilp")
         print(f"ACTIN.ilp written; top-level keys: {keys}")

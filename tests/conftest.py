@@ -46,3 +46,32 @@ def random_model():
     from micranet_utils.model.network import MICRANet
 
     return randomise_batchnorm(MICRANet(num_classes=2, in_channels=1), seed=1)
+
+
+@pytest.fixture(scope="session")
+def published_server():
+    """A 127.0.0.1 server holding a small stand-in of the published files, in their exact layout.
+
+    See ``tests/published_archive.py``; built once per session (a few seconds).
+    Tests point ``MICRANET_BASE_URL`` at ``published_server.url``.
+    """
+    from http_server import FileServer
+    from published_archive import published_files
+
+    with FileServer(published_files()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def published_home(published_server, tmp_path_factory):
+    """A ``MICRANET_HOME`` into which ``fetch_published("all")`` has downloaded the stand-in archive."""
+    import warnings
+
+    from micranet_utils.io.download import fetch_published
+
+    home = tmp_path_factory.mktemp("micranet-home")
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # the files are unverified: no hash recorded
+        patch.setenv("MICRANET_BASE_URL", published_server.url)
+        fetch_published("all", home, progress=False)
+    return home

@@ -33,11 +33,16 @@ def write_tiny_split(path, n_images=4, side=64, seed=0, always=None, never=None)
     if never is not None:
         label[:, never] = 0
     data += 0.5 * (label[:, 0] > 0) + 0.3 * (label[:, 1] > 0)
+    return write_images(path, data, label)
+
+
+def write_images(path, data, label):
+    """Write square images (N, side, side) and labels (N, C + 1, side, side) as one group; returns `path`."""
     with h5py.File(path, "w") as file:
         group = file.create_group("images")
         group.create_dataset("data", data=np.clip(data, 0, 1))
         group.create_dataset("label", data=label)
-        group["label"].attrs["shapes"] = np.tile([side, side], (n_images, 1))
+        group["label"].attrs["shapes"] = np.tile(data.shape[1:], (len(data), 1))
     return path
 
 

@@ -136,12 +136,19 @@ def check_training_state(state, params, path):
     return state
 
 
+DEFAULT_POS_WEIGHT = (3.3, 1.6)
+"""tuple of float: the original's pos_weight for Actin (rings, fibers)."""
+
+
 def resolve_pos_weight(pos_weight, targets, class_names, path):
     """pos_weight as a list of floats, one per class; checks the class balance.
 
     Parameters
     ----------
-    pos_weight : sequence of float, "balanced" or None
+    pos_weight : sequence of float, "auto", "balanced" or None
+        ``"auto"`` (the default of ``train``): the original Actin's
+        :data:`DEFAULT_POS_WEIGHT` when the data have two classes, else
+        ``"balanced"`` (negatives / positives of each class in the training crops).
     targets : ndarray of bool, shape (N, C)
         Image-level labels of the training crops.
     class_names : sequence of str
@@ -164,6 +171,8 @@ def resolve_pos_weight(pos_weight, targets, class_names, path):
                                f"({len(targets)} crops); add images with {name} or lower label_fraction")
     if pos_weight is None:
         return [1.0] * len(class_names)
+    if pos_weight == "auto":
+        pos_weight = DEFAULT_POS_WEIGHT if len(class_names) == len(DEFAULT_POS_WEIGHT) else "balanced"
     if pos_weight == "balanced":
         return [round(float((len(targets) - p) / p), 3) for p in positives]
     weights = [float(w) for w in pos_weight]

@@ -2,7 +2,8 @@
 
 The defaults are those of the original ``src/Actin/train.py``: Adam (lr 1e-3),
 binary cross-entropy on the logits with ``pos_weight = [3.3, 1.6]`` (rings,
-fibers), ReduceLROnPlateau on the validation loss (factor 0.1, patience 10,
+fibers; with another number of classes, the data's negatives / positives per
+class), ReduceLROnPlateau on the validation loss (factor 0.1, patience 10,
 relative threshold 0.01, min_lr 1e-5), batches of 64 crops of 256 x 256, 250
 epochs, the four original augmentations each with probability 0.5, and the
 model with the lowest validation loss kept. Every number is a parameter, and
@@ -51,13 +52,9 @@ from .loop import _Run, check_freeze, check_training_state, TrainingError
 
 __all__ = ["train", "resume"]
 
-DEFAULT_POS_WEIGHT = (3.3, 1.6)
-"""tuple of float: the original's pos_weight for Actin (rings, fibers)."""
-
-
 def train(data, output, *, validation=None, size=256, step=0.75, foreground_fraction=0.1,
           label_fraction=0.05, augment=0.5, batch_size=64, epochs=250, lr=1e-3,
-          pos_weight=DEFAULT_POS_WEIGHT, lr_factor=0.1, lr_patience=10, lr_threshold=0.01,
+          pos_weight="auto", lr_factor=0.1, lr_patience=10, lr_threshold=0.01,
           min_lr=1e-5, seed=42, device="auto", amp="auto", deterministic=False, num_workers=None,
           restore_from=None, freeze=(), checkpoint_every=0, max_batches=None, dry_run=False,
           bn_recalibration_crops=256, progress=True, callback=None):
@@ -83,9 +80,11 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
         Number of passes over the training crops (250).
     lr : float
         Adam learning rate (1e-3).
-    pos_weight : sequence of float or "balanced" or None
-        Weight of the positive term of each class in the loss; ``"balanced"`` uses
-        negatives / positives of the training crops, None weighs 1.
+    pos_weight : sequence of float, "auto", "balanced" or None
+        Weight of the positive term of each class in the loss. ``"auto"``: the
+        original Actin's (3.3, 1.6) when the data have two classes, else
+        ``"balanced"``; ``"balanced"`` uses negatives / positives of the training
+        crops, None weighs 1.
     lr_factor, lr_patience, lr_threshold, min_lr : float, int, float, float
         ReduceLROnPlateau settings (0.1, 10, 0.01 relative, 1e-5).
     seed : int
@@ -152,9 +151,9 @@ def train(data, output, *, validation=None, size=256, step=0.75, foreground_frac
     bn_recalibration_crops = non_negative_int("bn_recalibration_crops", bn_recalibration_crops)
     num_workers = None if num_workers is None else non_negative_int("num_workers", num_workers)
     max_batches = None if max_batches is None else positive_int("max_batches", max_batches)
-    if pos_weight not in (None, "balanced"):
+    if pos_weight not in (None, "auto", "balanced"):
         if isinstance(pos_weight, str):
-            raise ArgumentError(f"pos_weight must be numbers, 'balanced' or None, got {pos_weight!r}")
+            raise ArgumentError(f"pos_weight must be numbers, 'auto', 'balanced' or None, got {pos_weight!r}")
         pos_weight = [finite_non_negative("pos_weight", w) for w in pos_weight]
     if amp not in ("auto", True, False):
         raise ArgumentError(f"amp must be 'auto', True or False, got {amp!r}")
