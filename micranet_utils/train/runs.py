@@ -44,7 +44,7 @@ from pathlib import Path
 from ..base.checks import (finite_non_negative, finite_positive, fraction, non_negative_int, output_folder,
                            positive_int)
 from ..base.devices import pick_device
-from ..base.errors import ArgumentError, DatasetError, MicranetError
+from ..base.errors import ArgumentError, DatasetError
 from ..io import checkpoints
 from ..io.training_files import check_training_file, find_split_files
 from ..io.zoo import load_zoo
@@ -218,13 +218,7 @@ def resume(run_dir, *, epochs=None, progress=True, callback=None, device=None):
     if not last.is_file():
         raise TrainingError(f"{run_dir}: no last.hdf5 to resume from (is it a run folder of 'micranet train'?)")
     model, params = load_zoo(last)
-    try:
-        state = checkpoints.read_training_state(last)
-    except MicranetError:
-        raise
-    except (KeyError, TypeError, ValueError) as err:       # damaged JSON or missing parts of the state
-        raise TrainingError(f"{last}: the training state is damaged ({type(err).__name__}: {err}); "
-                            "start a new run from best.hdf5 with --restore-from") from None
+    state = checkpoints.read_training_state(last)
     state = check_training_state(state, params, last)
     params = dict(params)
     if epochs is not None:
