@@ -1,5 +1,8 @@
 """What the package tells users to type exists: every ``--option`` its messages name.
 
+Docstrings are prose for readers of the code and may speak of any command; the
+messages and help texts are what a user sees.
+
 A message raised by a module can reach the user through every ``micranet``
 subcommand that runs that module, so each option a module names must exist in
 each of those subcommands (``images`` told ``micranet predict`` users to pass
@@ -25,11 +28,21 @@ def options_of(name):
     return {flag for action in command._actions for flag in action.option_strings}
 
 
+def docstrings(tree):
+    """The docstring nodes of a module and of its functions and classes (prose for readers, not messages)."""
+    owners = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                    ast.ClassDef))]
+    return {id(owner.body[0].value) for owner in owners if owner.body and isinstance(owner.body[0], ast.Expr)
+            and isinstance(owner.body[0].value, ast.Constant)}
+
+
 def options_named_in(module):
-    """``--words`` inside the string constants of a module (messages, docstrings, help texts)."""
+    """``--words`` inside the strings of a module that can reach the user (messages, help texts)."""
+    tree = MODULES[module][1]
+    prose = docstrings(tree)
     named = set()
-    for node in ast.walk(MODULES[module][1]):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
             named |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", node.value))
     return named - NOT_OURS
 
