@@ -38,20 +38,15 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from micranet_utils.io.zoo import load_zoo
 from micranet_utils.tutorial import comparison as cmp
 from micranet_utils.tutorial.baselines import maskrcnn, otsu, unet
-from micranet_utils.tutorial.lessons import check_dataset_choice, return_freed_memory, work_dir
-from micranet_utils.base.devices import pick_device
+from micranet_utils.tutorial.lessons import setup
 
-DATASET = check_dataset_choice(DATASET)
-device = pick_device(DEVICE)
-WORK = work_dir()
+# lean_memory: three networks are trained and evaluated here; freed memory goes back after each cell
+DATASET, FAST, device, WORK = setup(DATASET, FAST, DEVICE, lean_memory=True)
 CLASSES = ("rings", "fibers")
-torch.manual_seed(0)
-print(f"data set: {DATASET}; device: {device}; fast mode: {FAST}")
 
 # %% [markdown]
 # ## 1. Four ways to segment F-actin, four kinds of supervision
@@ -128,9 +123,6 @@ micranet_model, micranet_params = load_zoo(micranet_path)
 unet_model, unet_params = unet.load_unet(unet_path)
 maskrcnn_model, maskrcnn_params = maskrcnn.load_maskrcnn(maskrcnn_path)
 print(f"models ready in {time.perf_counter() - start:.0f} s")
-# Memory: training left hundreds of MB of freed memory inside this process, and evaluation will
-# allocate and free as much again; hand it back to the system (keeps the lesson within 2 GB, Linux).
-return_freed_memory()
 
 # %% [markdown]
 # **BatchNorm on dark images.** All three networks normalise their features with BatchNorm,
@@ -188,9 +180,9 @@ print("training seconds:", {k: None if v is None else round(v) for k, v in secon
 
 # %%
 start = time.perf_counter()
-valid_maps, valid_present = cmp.micranet_maps(micranet_model, valid["images"])
-chosen, valid_dice = cmp.choose_recipe(valid_maps, valid_present, valid["images"], valid["masks"])
-del valid_maps                     # free the validation maps before the test maps are computed
+valid_maps_and_calls = cmp.micranet_maps(micranet_model, valid["images"])    # (maps, predicted present)
+chosen, valid_dice = cmp.choose_recipe(*valid_maps_and_calls, valid["images"], valid["masks"])
+valid_maps_and_calls = None        # the validation maps are not needed any more
 print("validation Dice (mean of rings and fibers); rows: threshold, columns: smoothing sigma")
 sigmas = sorted({s for _, s in valid_dice})
 thresholds = list(dict.fromkeys(t for t, _ in valid_dice))
@@ -204,16 +196,24 @@ masks = {}
 test_maps, present = cmp.micranet_maps(micranet_model, test["images"])
 masks["micranet"] = cmp.micranet_segment(test_maps, present, test["images"], **chosen)
 published_rule = cmp.micranet_segment(test_maps, present, test["images"], threshold=0.8, sigma=1.0)
+
+
 # the baselines' own thresholds, chosen the same way (published: 0.5 for both)
-valid_probabilities = unet.predict_unet(unet_model, valid["images"], device=device)
-unet_threshold, _ = cmp.choose_threshold(lambda t: valid_probabilities >= t, valid["masks"], (0.3, 0.4, 0.5, 0.6, 0.7))
-_, valid_instances = maskrcnn.predict_maskrcnn(maskrcnn_model, valid["images"], score_threshold=0.0,
-                                               batch_size=4, device=device)
-score_threshold, _ = cmp.choose_threshold(
-    lambda t: maskrcnn.masks_from_instances(valid_instances, valid["images"].shape[-2:], len(CLASSES), t),
-    valid["masks"], (0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
+def unet_threshold_on_validation(candidates=(0.3, 0.4, 0.5, 0.6, 0.7)):
+    probabilities = unet.predict_unet(unet_model, valid["images"], device=device)
+    return cmp.choose_threshold(lambda t: probabilities >= t, valid["masks"], candidates)[0]
+
+
+def maskrcnn_threshold_on_validation(candidates=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7)):
+    _, instances = maskrcnn.predict_maskrcnn(maskrcnn_model, valid["images"], score_threshold=0.0,
+                                             batch_size=4, device=device)
+    return cmp.choose_threshold(
+        lambda t: maskrcnn.masks_from_instances(instances, valid["images"].shape[-2:], len(CLASSES), t),
+        valid["masks"], candidates)[0]
+
+
+unet_threshold, score_threshold = unet_threshold_on_validation(), maskrcnn_threshold_on_validation()
 print(f"chosen on validation: U-Net probability >= {unet_threshold}, Mask R-CNN score >= {score_threshold}")
-del valid_probabilities, valid_instances
 masks["unet"] = unet.predict_unet(unet_model, test["images"], device=device) >= unet_threshold
 masks["maskrcnn"], instances = maskrcnn.predict_maskrcnn(maskrcnn_model, test["images"], batch_size=4,
                                                          score_threshold=score_threshold, device=device)
@@ -244,6 +244,20 @@ print(cmp.format_table(comparison))
 published = cmp.score_masks(published_rule, test)["dice"]
 print(f"\nMICRA-Net with the published threshold (quantile 0.8, sigma 1): Dice rings "
       f"{published['rings']:.2f}, fibers {published['fibers']:.2f}")
+
+# %% [markdown]
+# Every number in the table comes from `micranet_utils.analysis.metrics`. Here is one of them
+# by hand, MICRA-Net's Dice and IoU for rings, pixels pooled over all test crops:
+
+# %%
+predicted_rings, true_rings = masks["micranet"][:, 0], test["masks"][:, 0]
+overlap = int(np.logical_and(predicted_rings, true_rings).sum())     # |A ∩ B|
+found, true = int(predicted_rings.sum()), int(true_rings.sum())      # |A|, |B|
+dice_by_hand, iou_by_hand = 2 * overlap / (found + true), overlap / (found + true - overlap)
+print(f"Dice = 2 x {overlap:,} / ({found:,} + {true:,}) = {dice_by_hand:.4f}; "
+      f"IoU = {overlap:,} / {found + true - overlap:,} = {iou_by_hand:.4f}")
+assert np.isclose(dice_by_hand, scores["micranet"]["dice"]["rings"])
+assert np.isclose(iou_by_hand, scores["micranet"]["iou"]["rings"])
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
@@ -386,8 +400,9 @@ else:
 #
 # - How to score very different methods (weak, full and no supervision) with one set of
 #   metrics on one test set, choosing every free parameter on the validation split.
-# - That MICRA-Net's image-level labels cost orders of magnitude less annotation than the pixel
-#   masks of U-Net or the instance outlines of Mask R-CNN.
+# - What each method asks of an annotator: one yes/no per crop and class for MICRA-Net, every
+#   pixel for the U-Net, every object outlined for Mask R-CNN (section 6 counts them for the
+#   demo training set).
 # - What each method's errors look like: blobby borders (MICRA-Net), missed faint structures
 #   (U-Net), unproposed objects (Mask R-CNN), no notion of class (Otsu).
 # - Why results on synthetic data are a check of the machinery, not a verdict on real images.
