@@ -5,9 +5,12 @@ import pytest
 import torch
 from scipy import ndimage
 
+from micranet_utils.model.exported_maps import MicranetMaps
 from micranet_utils.model.network import MICRANet
 from micranet_utils.base.errors import ImageError, MicranetError
-from micranet_utils.model.gradcam import layer_names, LAYER_STRIDES, local_maps, original_settings, predicted, sequential_view
+from micranet_utils.model.gradcam import (
+    fast_engine_refusal, layer_names, LAYER_STRIDES, local_maps, original_settings, predicted, sequential_view)
+from model_helpers import randomise_batchnorm
 from reference_gradcam import reference_local_maps
 
 ATOL = 1e-5
@@ -33,6 +36,7 @@ def demo_like_images(n, height, width, seed=0):
 def assert_matches_reference(model, images, **kwargs):
     maps, logits = local_maps(model, images, **kwargs)
     kwargs.pop("chunk_size", None)
+    kwargs.pop("engine", None)
     expected_maps, expected_logits = reference_local_maps(model, images, **kwargs)
     assert maps.dtype == np.float32 and logits.dtype == np.float32
     assert maps.shape == expected_maps.shape
@@ -87,14 +91,19 @@ def test_odd_size_pads_with_the_last_cell(random_model):
     np.testing.assert_array_equal(deepest[240:248, 320:328], deepest[240, 320])
 
 
-def test_classes_subset_in_given_order(random_model):
+@pytest.mark.parametrize("engine", ["autograd", "fast"])
+def test_classes_subset_in_given_order(random_model, engine):
+    # autograd runs one backward per class: a subset is bit for bit the same; the fast engine
+    # batches the classes, and a class's place in the batch changes the rounding (below 1e-6)
+    same = np.testing.assert_array_equal if engine == "autograd" else (
+        lambda got, expected: np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0))
     images = demo_like_images(2, 64, 64)
-    all_maps, logits = local_maps(random_model, images)
-    swapped, logits_swapped = assert_matches_reference(random_model, images, classes=[1, 0])
-    np.testing.assert_array_equal(swapped, all_maps[:, ::-1])
+    all_maps, logits = local_maps(random_model, images, engine=engine)
+    swapped, logits_swapped = assert_matches_reference(random_model, images, classes=[1, 0], engine=engine)
+    same(swapped, all_maps[:, ::-1])
     np.testing.assert_array_equal(logits_swapped, logits)
-    single, _ = local_maps(random_model, images, classes=1)
-    np.testing.assert_array_equal(single[:, 0], all_maps[:, 1])
+    single, _ = local_maps(random_model, images, classes=1, engine=engine)
+    same(single[:, 0], all_maps[:, 1])
 
 
 def test_without_normalisation_like_em_and_pvivax(random_model):
@@ -232,3 +241,105 @@ def test_device_auto_and_explicit_cpu_agree(random_model):
         maps, _ = local_maps(random_model, images, device=device)
         np.testing.assert_array_equal(maps, expected)
     assert next(random_model.parameters()).device.type == "cpu"
+
+
+# -- the two engines: the hand-written backward ("fast") against autograd ------------------------------
+
+
+def assert_engines_agree(model, images, **kwargs):
+    fast, fast_logits = local_maps(model, images, engine="fast", **kwargs)
+    slow, slow_logits = local_maps(model, images, engine="autograd", **kwargs)
+    assert fast.dtype == np.float32 and fast.shape == slow.shape
+    np.testing.assert_allclose(fast_logits, slow_logits, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(fast, slow, atol=ATOL, rtol=0)
+    return fast
+
+
+@pytest.mark.parametrize("size", [(64, 64), (40, 9), (130, 100), (61, 77), (8, 8), (9, 40)])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_fast_engine_equals_autograd_on_sizes(random_model, size, normalize):
+    images = demo_like_images(3, *size, seed=size[0])
+    assert_engines_agree(random_model, images, normalize=normalize, chunk_size=2)
+
+
+@pytest.mark.parametrize("classes", [None, [1, 0], 1, [1, 1]])
+def test_fast_engine_equals_autograd_on_class_subsets(random_model, classes):
+    maps = assert_engines_agree(random_model, demo_like_images(2, 48, 56), classes=classes)
+    assert maps.shape[1] == len(np.atleast_1d(classes if classes is not None else [0, 1]))
+
+
+@pytest.mark.parametrize("size", [(40, 9), (130, 100), (61, 77)])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_fast_engine_equals_autograd_with_three_channels(size, normalize):
+    model = randomise_batchnorm(MICRANet(num_classes=3, in_channels=3), seed=2)
+    images = np.random.default_rng(3).uniform(0, 1, (2, 3, *size)).astype(np.float32)
+    assert_engines_agree(model, images, normalize=normalize, classes=[2, 0])
+
+
+def test_fast_engine_matches_reference_and_chunking(random_model):
+    images = demo_like_images(3, 72, 40)
+    maps, _ = assert_matches_reference(random_model, images, engine="fast", chunk_size=1)
+    together, _ = local_maps(random_model, images, engine="fast", chunk_size=3)
+    np.testing.assert_allclose(together, maps, atol=ATOL, rtol=0)
+
+
+def test_autograd_engine_matches_reference(random_model):
+    assert_matches_reference(random_model, demo_like_images(2, 61, 77), engine="autograd")
+
+
+class _Subclass(MICRANet):
+    pass
+
+
+def test_auto_engine_takes_fast_only_where_it_holds(random_model):
+    assert fast_engine_refusal(random_model, torch.device("cpu")) is None
+    assert "cuda" in fast_engine_refusal(random_model, torch.device("cuda"))
+    sub = _Subclass(num_classes=2)
+    sub.load_state_dict(random_model.state_dict())
+    sub.eval()
+    assert "not a plain MICRANet" in fast_engine_refusal(sub, torch.device("cpu"))
+    with pytest.raises(MicranetError, match="engine='fast' cannot be used"):
+        local_maps(sub, demo_like_images(1, 16, 16), engine="fast")
+    images = demo_like_images(1, 32, 32)
+    np.testing.assert_array_equal(local_maps(sub, images)[0], local_maps(random_model, images, engine="autograd")[0])
+    handle = random_model.conv2a.register_forward_hook(lambda module, inputs, output: None)
+    try:
+        assert "hooks" in fast_engine_refusal(random_model, torch.device("cpu"))
+    finally:
+        handle.remove()
+    with pytest.raises(MicranetError, match="engine must be one of"):
+        local_maps(random_model, images, engine="jit")
+
+
+def test_fast_engine_leaves_model_unchanged_and_works_under_no_grad(random_model):
+    model = random_model
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.as_tensor(demo_like_images(2, 32, 32))
+    with torch.inference_mode():
+        maps, _ = local_maps(model, images, engine="fast")
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    model.eval()
+    np.testing.assert_allclose(maps, local_maps(model, images, engine="autograd")[0], atol=ATOL, rtol=0)
+
+
+def test_exported_model_shares_the_batched_backward(random_model):
+    # the fast engine's backward lives in exported_maps (torch only); the exported model can use it too
+    x = torch.as_tensor(demo_like_images(2, 40, 56))
+    expected, expected_logits = local_maps(random_model, x, engine="autograd")
+    for backward in ("analytic", "batched"):
+        model = MicranetMaps(num_classes=2, backward=backward)
+        model.load_state_dict(random_model.state_dict())
+        model.eval()
+        with torch.no_grad():
+            maps, logits = model.local_maps(x)
+        np.testing.assert_allclose(maps.numpy(), expected, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(logits.numpy(), expected_logits, atol=ATOL, rtol=0)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        combined, _ = scripted(x)
+        again, _ = scripted(x)
+        eager, _ = model(x)
+    torch.testing.assert_close(combined, eager, atol=ATOL, rtol=0)
+    torch.testing.assert_close(again, combined, atol=0, rtol=0)

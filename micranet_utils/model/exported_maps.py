@@ -26,6 +26,11 @@ that autograd itself would call (bit-identical results): no autograd, so
 ``forward`` works under ``torch.no_grad()`` (bioimageio.core, DJL/deepImageJ),
 under ``torch.inference_mode()``, and in TorchScript on every call.
 
+``backward="batched"`` back-propagates all classes at once with
+:func:`grad_cam_weights` (also the fast engine of
+``micranet_utils.model.gradcam.local_maps``, which imports it from here):
+faster, no autograd either, equal to the others up to float32 rounding.
+
 ``backward="autograd"`` uses ``torch.autograd.grad`` with autograd switched on
 inside ``forward`` (``torch.enable_grad()`` in eager mode; leaves
 ``torch.inference_mode`` itself). Not for TorchScript: ``enable_grad`` is not
@@ -52,6 +57,94 @@ def _gaussian_kernel(sigma: float, truncate: float) -> Tensor:
     return phi / phi.sum()
 
 
+def grad_cam_weights(acts: List[Tensor], pools: List[Tensor], argmax: Tensor, conv_weights: List[Tensor],
+                     bn_scales: List[Tensor], lin: Tensor) -> List[Tensor]:
+    """Grad-CAM channel weights ``alpha`` of every layer for several classes at once, without autograd.
+
+    The backward pass of MICRA-Net in eval mode, written by hand for all
+    classes together (``backward="batched"`` here, the fast engine of
+    ``micranet_utils.model.gradcam.local_maps``):
+
+    1. the classes are stacked on the batch axis (B * C) and share the ReLU
+       masks, BatchNorm scales and pooling indices: one transposed convolution
+       per layer for all of them (channels_last);
+    2. the gradient at 4b is ``lin[c, k]`` at the global-max pixel of each
+       channel, so ``alpha_4b = lin / (h w)`` and the gradient at 4a is a
+       scatter of nine 3 x 3 weight slices per channel;
+    3. ``alpha_1a`` is the spatial mean of conv1b's transposed convolution,
+       i.e. a sum over the 3 x 3 taps of the weights times the sums of the
+       gradient without one border row/column: that full-resolution
+       transposed convolution is never computed.
+
+    Parameters: the eight post-ReLU activations (B, K, h, w), the indices of the
+    three 2x2 max pools, the global max pool's flat argmax (B, 256), the eight
+    convolution weights, the eight BatchNorm scales ``weight / sqrt(running_var
+    + eps)``, and the linear weights of the classes wanted (C, 256).
+
+    Returns the eight ``alpha`` (B, C, K), layers 1a ... 4b. Equal to the mean
+    of autograd's gradients up to float32 rounding (about 1e-7 relative); the
+    rounding of one class depends on the other classes in the batch.
+    """
+    a4b = acts[7]
+    b, k, h, w = a4b.shape[0], a4b.shape[1], a4b.shape[2], a4b.shape[3]
+    count = lin.shape[0]
+    device = a4b.device
+    alphas: List[Tensor] = [lin[None].expand(b, count, k) / float(h * w)]       # 4b
+    # 4b -> 4a: the gradient at conv4b's output is non-zero at one pixel per channel
+    pooled = a4b.reshape(b, k, h * w).gather(2, argmax.reshape(b, k, 1)).reshape(b, k)
+    top = lin[None] * ((pooled > 0).to(lin.dtype) * bn_scales[7])[:, None, :]    # (B, C, K)
+    weight = conv_weights[7]                                                     # (K, J, 3, 3)
+    j = weight.shape[1]
+    taps = weight.permute(0, 2, 3, 1).reshape(k, 9, j)
+    source = top[:, :, :, None, None] * taps                                     # (B, C, K, 9, J)
+    padded_h, padded_w = h + 2, w + 2
+    y = torch.div(argmax, w, rounding_mode="floor")
+    x = argmax - y * w
+    dy = torch.arange(3, device=device).repeat_interleave(3)
+    dx = torch.arange(3, device=device).repeat(3)
+    # conv: z[y, x] += W[dy, dx] a[y + dy - 1, x + dx - 1]: the gradient of a lands at (y + dy, x + dx)
+    # of a map padded by one cell
+    position = (y[:, :, None] + dy) * padded_w + (x[:, :, None] + dx)             # (B, K, 9)
+    rows = (torch.arange(b * count, device=device).view(b, count, 1, 1) * (padded_h * padded_w)
+            + position[:, None]).reshape(-1)
+    target = torch.zeros([b * count * padded_h * padded_w, j], dtype=source.dtype, device=device)
+    target.index_add_(0, rows, source.reshape(-1, j))
+    grad = target.view(b * count, padded_h, padded_w, j)[:, 1:h + 1, 1:w + 1].permute(0, 3, 1, 2)
+    for layer in range(6, 0, -1):                                                # 4a ... 1b
+        act = acts[layer]
+        kl, hl, wl = act.shape[1], act.shape[2], act.shape[3]
+        alphas.append(grad.mean(dim=(2, 3)).view(b, count, kl))
+        # through ReLU and BatchNorm to the convolution's output
+        scaled = grad.view(b, count, kl, hl, wl) * bn_scales[layer].view(1, 1, kl, 1, 1)
+        grad = torch.where(act[:, None] > 0, scaled, torch.zeros_like(scaled)).flatten(0, 1)
+        weight = conv_weights[layer]
+        if layer == 1:
+            # alpha_1a: sums[n, o, dy, dx] of grad[n, o] without the first (d=0) or last (d=2) row / column
+            total = grad.sum(dim=(2, 3))                                         # (N, O)
+            row_sums = grad.sum(dim=3)
+            col_sums = grad.sum(dim=2)
+            zero = torch.zeros_like(total)
+            drop_rows = torch.stack([row_sums[:, :, 0], zero, row_sums[:, :, -1]], -1)
+            drop_cols = torch.stack([col_sums[:, :, 0], zero, col_sums[:, :, -1]], -1)
+            corners = torch.stack([torch.stack([grad[:, :, 0, 0], zero, grad[:, :, 0, -1]], -1),
+                                   torch.stack([zero, zero, zero], -1),
+                                   torch.stack([grad[:, :, -1, 0], zero, grad[:, :, -1, -1]], -1)], -2)
+            sums = total[:, :, None, None] - drop_rows[:, :, :, None] - drop_cols[:, :, None, :] + corners
+            alpha = torch.einsum("nodx,ojdx->nj", [sums, weight]) / float(hl * wl)
+            alphas.append(alpha.view(b, count, weight.shape[1]))
+            break
+        grad = F.conv_transpose2d(grad.contiguous(memory_format=torch.channels_last), weight, padding=1)
+        if layer == 2 or layer == 4 or layer == 6:                               # 2a, 3a, 4a follow a pool
+            below = acts[layer - 1]
+            indices = pools[layer // 2 - 1]
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad, below[:, None].expand(b, count, below.shape[1], below.shape[2], below.shape[3]).flatten(0, 1),
+                [2, 2], [2, 2], [0, 0], [1, 1], False,
+                indices[:, None].expand(b, count, indices.shape[1], indices.shape[2], indices.shape[3]).flatten(0, 1))
+    alphas.reverse()
+    return alphas
+
+
 class MicranetMaps(nn.Module):
     """MICRA-Net whose forward returns the per-class combined Grad-CAM maps and the probabilities.
 
@@ -74,7 +167,7 @@ class MicranetMaps(nn.Module):
         One probability threshold per class (only used with ``only_predicted``).
     strict : bool
         ``prob > threshold`` (True) or ``prob >= threshold`` (False).
-    backward : {"analytic", "autograd"}
+    backward : {"analytic", "autograd", "batched"}
         How the Grad-CAM gradients are computed (see :meth:`local_maps`).
     """
 
@@ -83,8 +176,8 @@ class MicranetMaps(nn.Module):
                  truncate: float = 4.0, only_predicted: bool = False, thresholds=None, strict: bool = True,
                  backward: str = "analytic"):
         super().__init__()
-        if backward not in ("analytic", "autograd"):
-            raise ValueError(f"backward must be 'analytic' or 'autograd', got {backward!r}")
+        if backward not in ("analytic", "autograd", "batched"):
+            raise ValueError(f"backward must be 'analytic', 'autograd' or 'batched', got {backward!r}")
         self.backward = str(backward)
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
@@ -218,24 +311,8 @@ class MicranetMaps(nn.Module):
         logits = self.linear1(self.dropout(z.flatten(1)))
         return logits, inputs, pre_bn, acts, pools, gidx
 
-    def layer_gradients(self, x: Tensor) -> Tuple[Tensor, List[Tensor], List[List[Tensor]]]:
-        """d logit_c / d activation for every class c and layer, without autograd.
-
-        MICRA-Net is conv -> BN -> ReLU (-> 2x2 max pool) x 8, global max pool,
-        dropout (identity in eval) and one linear layer, so the gradient of each
-        logit is back-propagated by hand, calling the very ATen backward kernels
-        autograd calls (threshold_backward, native_batch_norm_backward in eval
-        mode, convolution_backward, max_pool2d_with_indices_backward): the
-        result is bit-identical to ``torch.autograd.grad``, yet no autograd is
-        involved, so it works under ``torch.no_grad()``, ``torch.inference_mode()``
-        and in TorchScript. Eval mode only (running BN statistics, no dropout).
-
-        Returns logits (B, C), activations (8 x (B, K, h, w)) and, per class,
-        the gradients (C x 8 x (B, K, h, w)), layers in the order 1a ... 4b.
-        """
-        logits, inputs, pre_bn, acts, pools, gidx = self._forward_for_backward(x)
-        conv_weights = [self.conv1a.weight, self.conv1b.weight, self.conv2a.weight, self.conv2b.weight,
-                        self.conv3a.weight, self.conv3b.weight, self.conv4a.weight, self.conv4b.weight]
+    def _bn_parameters(self) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """Weights, running means and running variances of the eight BatchNorms, 1a ... 4b."""
         # unrolled, one BatchNorm at a time: TorchScript refines each Optional (weight, running
         # statistics) only through its own assert, and cannot index modules by name
         bn_weights: List[Tensor] = []
@@ -281,6 +358,43 @@ class MicranetMaps(nn.Module):
         bn_weights.append(w)
         bn_means.append(mean)
         bn_vars.append(var)
+        return bn_weights, bn_means, bn_vars
+
+    def _conv_weights(self) -> List[Tensor]:
+        return [self.conv1a.weight, self.conv1b.weight, self.conv2a.weight, self.conv2b.weight,
+                self.conv3a.weight, self.conv3b.weight, self.conv4a.weight, self.conv4b.weight]
+
+    def layer_weights(self, x: Tensor) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+        """Logits (B, C), the eight activations and their Grad-CAM weights (8 x (B, C, K)), all classes at once.
+
+        :func:`grad_cam_weights`: the same backward as :meth:`layer_gradients`
+        for all classes in one pass, the cheap parts of it replaced by their
+        closed forms (equal up to float32 rounding). Eval mode only.
+        """
+        logits, _inputs, _pre_bn, acts, pools, gidx = self._forward_for_backward(x)
+        bn_weights, _means, bn_vars = self._bn_parameters()
+        scales = [torch.rsqrt(bn_vars[layer] + self.bn_eps) * bn_weights[layer] for layer in range(8)]
+        alphas = grad_cam_weights(acts, pools, gidx.flatten(1), self._conv_weights(), scales, self.linear1.weight)
+        return logits, acts, alphas
+
+    def layer_gradients(self, x: Tensor) -> Tuple[Tensor, List[Tensor], List[List[Tensor]]]:
+        """d logit_c / d activation for every class c and layer, without autograd.
+
+        MICRA-Net is conv -> BN -> ReLU (-> 2x2 max pool) x 8, global max pool,
+        dropout (identity in eval) and one linear layer, so the gradient of each
+        logit is back-propagated by hand, calling the very ATen backward kernels
+        autograd calls (threshold_backward, native_batch_norm_backward in eval
+        mode, convolution_backward, max_pool2d_with_indices_backward): the
+        result is bit-identical to ``torch.autograd.grad``, yet no autograd is
+        involved, so it works under ``torch.no_grad()``, ``torch.inference_mode()``
+        and in TorchScript. Eval mode only (running BN statistics, no dropout).
+
+        Returns logits (B, C), activations (8 x (B, K, h, w)) and, per class,
+        the gradients (C x 8 x (B, K, h, w)), layers in the order 1a ... 4b.
+        """
+        logits, inputs, pre_bn, acts, pools, gidx = self._forward_for_backward(x)
+        conv_weights = self._conv_weights()
+        bn_weights, bn_means, bn_vars = self._bn_parameters()
         a4b = acts[7]
         b, k, h, w4 = a4b.shape[0], a4b.shape[1], a4b.shape[2], a4b.shape[3]
         per_class: List[List[Tensor]] = []
@@ -308,8 +422,11 @@ class MicranetMaps(nn.Module):
 
     def _cam(self, act: Tensor, grad: Tensor, layer: int, height: int, width: int) -> Tensor:
         """Grad-CAM map of one layer for one class, upsampled: (B, H, W)."""
+        return self._cam_from_weights(act, grad.mean(dim=(2, 3)), layer, height, width)
+
+    def _cam_from_weights(self, act: Tensor, alpha: Tensor, layer: int, height: int, width: int) -> Tensor:
+        """Grad-CAM map of one layer for one class from its channel weights alpha (B, K): (B, H, W)."""
         strides = [1, 1, 2, 2, 4, 4, 8, 8]                  # gradcam.LAYER_STRIDES (globals are not scriptable)
-        alpha = grad.mean(dim=(2, 3))                                            # (B, K)
         cam = torch.einsum("bk,bkhw->bhw", alpha, act)                           # (B, h, w)
         if layer == 7:                                                           # 4b only
             cam = cam.clamp(min=0)
@@ -323,6 +440,8 @@ class MicranetMaps(nn.Module):
         """Grad-CAM maps (B, C, 8, H, W) float32 of every class and layer, and the logits (B, C).
 
         ``self.backward == "analytic"`` (default): :meth:`layer_gradients`, no autograd.
+        ``"batched"``: :meth:`layer_weights`, all classes in one hand-written backward
+        (faster; equal to the others up to float32 rounding).
         ``"autograd"``: one forward, one ``torch.autograd.grad`` per class with
         autograd switched on (eager mode only in practice: TorchScript's profiling
         executor drops the gradient graph from the second call on).
@@ -347,6 +466,13 @@ class MicranetMaps(nn.Module):
                 per_class.append(torch.stack(layers, dim=1))                     # (B, 8, H, W)
             torch.set_grad_enabled(previous)
             return torch.stack(per_class, dim=1), logits.detach()
+        if self.backward == "batched":
+            logits, acts, alphas = self.layer_weights(x)
+            for c in range(self.num_classes):
+                layers = [self._cam_from_weights(acts[layer], alphas[layer][:, c], layer, height, width)
+                          for layer in range(8)]
+                per_class.append(torch.stack(layers, dim=1))
+            return torch.stack(per_class, dim=1), logits
         logits, acts, grads = self.layer_gradients(x)
         for c in range(self.num_classes):
             layers = [self._cam(acts[layer], grads[c][layer], layer, height, width) for layer in range(8)]
@@ -425,7 +551,7 @@ class MicranetMaps(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """(combined maps (B, C, H, W), probabilities (B, C)), both float32."""
-        if torch.jit.is_scripting() or self.backward == "analytic":
+        if torch.jit.is_scripting() or self.backward != "autograd":
             with torch.no_grad():        # no graph even if the caller has autograd on
                 return self._forward_impl(x)
         return self._forward_eager_autograd(x)

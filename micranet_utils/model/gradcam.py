@@ -54,18 +54,66 @@ same 1a ... 4b everywhere. The graphical app of the original always normalises.
 
 How it is computed here
 -----------------------
-One forward pass per chunk of images, then one backward pass per class with
-:func:`torch.autograd.grad` with respect to the eight activations only: no
-hooks, no parameter ``.grad`` filled, the graph freed after the last class.
-The maps are formed at the layer's resolution and written straight into the
-output array. Images are independent in eval mode, so a chunk computes the
-same numbers as a loop over single images. On CPU the default chunk holds two
-256 x 256 images: on an idle 2-core machine one or two images at a time were
-fastest (the activations stay in cache), while on a machine shared with other
-jobs larger chunks were (fewer thread synchronisations); two is close to the
-best in both cases and keeps the working memory near 300 MB (see
-``benchmarks/gradcam.py``). On CUDA, chunks of 32 such images stay on the
-device.
+Two engines give the same maps (within 1e-5 in float32; see the note on
+flat maps below). ``local_maps(..., engine=...)`` chooses:
+
+``"fast"`` (the default for a plain :class:`MICRANet` on CPU)
+    No autograd at all. One forward pass under ``torch.no_grad()`` keeps the
+    activations, the 2x2 max-pool indices and the global max-pool argmax; the
+    gradients are then back-propagated by hand, which is exact because the
+    network is conv -> BatchNorm (eval) -> ReLU x 8, max pools, a global max
+    pool, dropout (identity in eval) and one linear layer:
+
+    1. all classes in one backward pass: the classes are stacked on the batch
+       axis and share the ReLU masks, BatchNorm scales and pooling indices,
+       one transposed convolution per layer for all of them;
+    2. layer 4b's gradient is ``W_linear[c, k]`` at one pixel per channel (the
+       global max), so ``alpha_4b = W_linear[c] / (h w)`` costs nothing and
+       the gradient at 4a is a scatter of 3 x 3 weight slices instead of a
+       transposed convolution;
+    3. ``alpha_1a`` only needs the *spatial sum* of conv1b's transposed
+       convolution, which is a sum over the 3 x 3 taps of the weight times the
+       sum of conv1b's output gradient without one border row/column: the most
+       expensive transposed convolution (32 -> 32 at full resolution) is
+       replaced by a few reductions;
+    4. the maps of all classes of a layer come from one batched matrix
+       product at the layer's resolution and are written once, upsampled,
+       into the output.
+
+    The backward itself is :func:`micranet_utils.model.exported_maps.grad_cam_weights`,
+    shared with the bioimage.io model (``MicranetMaps(backward="batched")``);
+    it lives there because that module may import nothing of this package.
+    Since the classes share one batch, a class's maps round slightly
+    differently (below 1e-6) depending on which other classes are asked for;
+    the autograd engine gives bit-identical maps for any subset.
+
+    The forward runs in the default (contiguous) memory format, the transposed
+    convolutions in channels_last. The forward must not use channels_last: its
+    different rounding is amplified by the min-max normalisation of maps with a
+    tiny range (a layer-1a map of range 4e-7 moved by 6e-2).
+
+``"autograd"`` (the reference, and the default for anything else)
+    One forward pass per chunk of images, then one backward pass per class
+    with :func:`torch.autograd.grad` with respect to the eight activations
+    only: no hooks, no parameter ``.grad`` filled, the graph freed after the
+    last class. Works for any model with MICRA-Net's
+    ``forward_with_activations`` (subclasses, replaced BatchNorms, models with
+    hooks), on any device.
+
+``"auto"`` (default) takes ``"fast"`` when the model is exactly a
+:class:`MICRANet` built from the standard modules, without hooks, on CPU;
+``"autograd"`` otherwise (the fast engine is not yet checked on a GPU).
+
+Both engines compute the maps at the layer's resolution and write them straight
+into the output array. Images are independent in eval mode, so a chunk computes
+the same numbers as a loop over single images. Default chunks on CPU: two
+256 x 256 images for autograd, four for the fast engine (whose backward batch
+is four times the number of classes); on CUDA, 32 such images.
+
+A map whose values are all nearly equal (range below about 1e-5 of its values)
+is ill-conditioned after min-max normalisation: float32 rounding, different in
+any two implementations (this one and the per-image reference included), is
+divided by that range. The 1e-5 agreement holds for all other maps.
 """
 
 from collections import OrderedDict
@@ -73,10 +121,12 @@ from collections import OrderedDict
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..base.errors import ImageError, MicranetError
-from .network import LAYERS
+from .exported_maps import grad_cam_weights
+from .network import LAYERS, MICRANet
 
 LAYER_STRIDES = (1, 1, 2, 2, 4, 4, 8, 8)
 """tuple of int: how many input pixels one cell of each layer spans, per axis."""
@@ -85,6 +135,10 @@ _RELU_LAYERS = {"4b"}
 _NORMALIZE_EPS = 1e-12
 # Pixels (H * W summed over a chunk) processed per forward pass, per device type.
 _CHUNK_PIXELS = {"cpu": 2 * 256 * 256, "cuda": 32 * 256 * 256}
+_FAST_CHUNK_PIXELS = {"cpu": 4 * 256 * 256, "cuda": 32 * 256 * 256}
+ENGINES = ("auto", "fast", "autograd")
+"""tuple of str: the values of ``local_maps(..., engine=)``."""
+_POOL_AFTER = {"1b", "2b", "3b"}
 _ORIGINAL = {
     "actin": dict(normalize=True, strict=True),
     "ctc": dict(normalize=True, strict=True),
@@ -240,18 +294,19 @@ def _as_classes(classes, num_classes):
 
 
 def _write_upsampled(out, cam, stride):
-    """Write `cam` (b, h, w) into `out` (b, H, W), each cell repeated `stride` times.
+    """Write `cam` (..., h, w) into `out` (..., H, W), each cell repeated `stride` times.
 
     Trailing rows/columns that the pooling dropped (fewer than `stride`) take
-    the last cell's value.
+    the last cell's value. `out` may be any strided view; it is written in place.
     """
-    b, h, w = cam.shape
-    covered = out[:, :h * stride, :w * stride]
-    covered.view(b, h, stride, w, stride).copy_(cam[:, :, None, :, None].expand(b, h, stride, w, stride))
-    if out.shape[1] > h * stride:
-        out[:, h * stride:, :w * stride] = out[:, h * stride - 1:h * stride, :w * stride]
-    if out.shape[2] > w * stride:
-        out[:, :, w * stride:] = out[:, :, w * stride - 1:w * stride]
+    h, w = cam.shape[-2:]
+    covered = out[..., :h * stride, :w * stride]
+    expanded = cam[..., :, None, :, None].expand(*cam.shape[:-2], h, stride, w, stride)
+    covered.unflatten(-1, (w, stride)).unflatten(-3, (h, stride)).copy_(expanded)
+    if out.shape[-2] > h * stride:
+        out[..., h * stride:, :w * stride] = out[..., h * stride - 1:h * stride, :w * stride]
+    if out.shape[-1] > w * stride:
+        out[..., :, w * stride:] = out[..., :, w * stride - 1:w * stride]
 
 
 def _chunk_maps(model, chunk, classes, normalize, out):
@@ -278,8 +333,104 @@ def _chunk_maps(model, chunk, classes, normalize, out):
     return logits.detach()
 
 
-def _auto_chunk_size(device, height, width):
-    pixels = _CHUNK_PIXELS.get(device.type, _CHUNK_PIXELS["cuda"])
+# -- the fast engine: a hand-written backward for all classes at once ---------------------------------
+
+
+def _bn_scale(bn):
+    """d bn(z) / dz per channel in eval mode: ``weight / sqrt(running_var + eps)``."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    return scale * bn.weight if bn.weight is not None else scale
+
+
+def _forward_for_backward(model, x):
+    """Eval forward without a graph: logits, the 8 activations, pool indices, the global max's argmax."""
+    activations, pool_indices = [], {}
+    for name in LAYERS:
+        x = torch.relu_(getattr(model, f"bnorm{name}")(getattr(model, f"conv{name}")(x)))
+        activations.append(x)
+        if name in _POOL_AFTER:
+            x, pool_indices[name] = F.max_pool2d(x, 2, return_indices=True)
+    pooled, argmax = F.adaptive_max_pool2d(x, 1, return_indices=True)
+    logits = model.linear1(model.dropout(pooled.flatten(1)))
+    return logits, activations, pool_indices, argmax.flatten(1)
+
+
+def _emit(out, layer, activation, alpha, normalize):
+    """Maps of all classes of one layer: ``sum_k alpha[b, c, k] A[b, k]``, then ReLU (4b) and min-max."""
+    b, k, h, w = activation.shape
+    cam = torch.bmm(alpha, activation.reshape(b, k, h * w))               # (b, C, h w)
+    if LAYERS[layer] in _RELU_LAYERS:
+        cam.clamp_(min=0)
+    if normalize:
+        low = cam.amin(dim=2, keepdim=True)
+        high = cam.amax(dim=2, keepdim=True)
+        cam.sub_(low).div_(high - low + _NORMALIZE_EPS)
+    _write_upsampled(out[:, :, layer], cam.view(b, -1, h, w), LAYER_STRIDES[layer])
+
+
+@torch.no_grad()
+def _chunk_maps_fast(model, chunk, classes, normalize, out):
+    """As :func:`_chunk_maps`, with the hand-written backward of all classes at once (module notes)."""
+    model._check_input(chunk)
+    logits, activations, pool_indices, argmax = _forward_for_backward(model, chunk)
+    alphas = grad_cam_weights(
+        activations, [pool_indices[name] for name in LAYERS if name in _POOL_AFTER], argmax,
+        [getattr(model, f"conv{name}").weight for name in LAYERS],
+        [_bn_scale(getattr(model, f"bnorm{name}")) for name in LAYERS], model.linear1.weight[classes])
+    for layer, (activation, alpha) in enumerate(zip(activations, alphas)):
+        _emit(out, layer, activation, alpha.contiguous(), normalize)
+    return logits
+
+
+def fast_engine_refusal(model, device):
+    """Why the fast engine cannot compute `model`'s maps on `device`, or None when it can.
+
+    The fast engine's hand-written backward holds for exactly MICRA-Net's layers
+    in eval mode: a :class:`MICRANet` (not a subclass, which could change the
+    forward pass), standard 3x3 convolutions and BatchNorms with running
+    statistics, no hooks (a hook could change what autograd would see), on CPU.
+    """
+    if type(model) is not MICRANet:
+        return f"the model is a {type(model).__name__}, not a plain MICRANet"
+    if device.type != "cpu":
+        return f"the fast engine is only checked on CPU, not on {device.type}"
+    for name in LAYERS:
+        conv, bn = getattr(model, f"conv{name}"), getattr(model, f"bnorm{name}")
+        if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
+            return f"layer {name} is not a standard Conv2d + BatchNorm2d"
+        if (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode) != (
+                (3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros"):
+            return f"conv{name} is not a 3x3 convolution with padding 1"
+        if bn.running_var is None or not bn.track_running_stats:
+            return f"bnorm{name} has no running statistics"
+    if type(model.linear1) is not nn.Linear or type(model.global_pool) is not nn.AdaptiveMaxPool2d:
+        return "the classifier head is not MICRA-Net's"
+    if _hook_count(model):
+        return "the model has hooks"
+    return None
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", ())) for m in model.modules())
+
+
+def _choose_engine(engine, model, device):
+    if engine not in ENGINES:
+        raise MicranetError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if engine == "autograd":
+        return engine
+    refusal = fast_engine_refusal(model, device)
+    if refusal is None:
+        return "fast"
+    if engine == "fast":
+        raise MicranetError(f"engine='fast' cannot be used here: {refusal}; use engine='autograd'")
+    return "autograd"
+
+
+def _auto_chunk_size(device, height, width, engine="autograd"):
+    table = _FAST_CHUNK_PIXELS if engine == "fast" else _CHUNK_PIXELS
+    pixels = table.get(device.type, table["cuda"])
     return max(1, pixels // (height * width))
 
 
@@ -288,7 +439,7 @@ def _module_modes(model):
 
 
 def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, device=None,
-               progress=False):
+               progress=False, engine="auto"):
     """Grad-CAM maps of every image, class and layer, as the original computed them.
 
     Parameters
@@ -306,8 +457,9 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
         Min-max normalise each map to [0, 1] (Actin, CTC, MNIST). ``False``
         reproduces EM and P. vivax, which skip it.
     chunk_size : int, optional
-        Images per forward pass. Default: chosen per device and image size
-        (two 256 x 256 images at a time on CPU, 32 on CUDA; more when the
+        Images per forward pass. Default: chosen per device, engine and image
+        size (two 256 x 256 images at a time on CPU with autograd, four with
+        the fast engine, 32 on CUDA; more when the
         images are smaller), which keeps the working memory on CPU to a few
         hundred MB besides the returned maps.
     device : str or torch.device, optional
@@ -315,6 +467,11 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
         device moves the model there for the call and back afterwards.
     progress : bool, optional
         Show a tqdm progress bar over images.
+    engine : {"auto", "fast", "autograd"}, optional
+        How the gradients are computed (see the module notes). ``"auto"``:
+        ``"fast"`` where :func:`fast_engine_refusal` finds nothing against it
+        (a plain :class:`MICRANet` on CPU), ``"autograd"`` otherwise.
+        ``"fast"`` raises :class:`MicranetError` where it does not apply.
 
     Returns
     -------
@@ -336,8 +493,10 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
     chosen = _as_classes(classes, model.num_classes)
     home = next(model.parameters()).device
     device = home if device is None or str(device) == "auto" else torch.device(device)
+    engine = _choose_engine(engine, model, device)
+    chunk_maps = _chunk_maps_fast if engine == "fast" else _chunk_maps
     if chunk_size is None:
-        chunk_size = _auto_chunk_size(device, *batch.shape[-2:])
+        chunk_size = _auto_chunk_size(device, *batch.shape[-2:], engine)
     elif int(chunk_size) < 1:
         raise MicranetError(f"chunk_size must be >= 1, got {chunk_size}")
     chunk_size = int(chunk_size)
@@ -358,7 +517,7 @@ def local_maps(model, images, classes=None, *, normalize=True, chunk_size=None, 
                 out = maps_t[start:start + chunk_size]
             else:
                 out = torch.empty((chunk.shape[0], *maps.shape[1:]), device=device)
-            chunk_logits = _chunk_maps(model, chunk, chosen, normalize, out)
+            chunk_logits = chunk_maps(model, chunk, chosen, normalize, out)
             if device.type != "cpu":
                 maps_t[start:start + chunk_size].copy_(out)
             logits[start:start + chunk_size] = chunk_logits.cpu().numpy()
