@@ -304,10 +304,10 @@ class _Run:
         elif p.get("restore-from"):
             _restore(model, p["restore-from"])
         freeze_parameters(model, p["freeze"])
-        # channels_last: a CPU training step (oneDNN) runs ~1.2x to 1.4x faster in that layout
-        # (benchmarks/training.py); same arithmetic, rounding differs from NCHW at ~1e-6
-        self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-        self.model = model.to(device, memory_format=self.memory_format)
+        # Not channels_last, although a CPU step runs ~1.2x to 1.4x faster in it (benchmarks/training.py):
+        # its convolutions add in another order, so the weights would no longer equal a plain NCHW
+        # training step to the bit (lesson 03 checks that they do).
+        self.model = model.to(device)
         trainable = [q for q in model.parameters() if q.requires_grad]
         if not trainable:
             raise TrainingError(f"freeze={p['freeze']} leaves no parameter to train")
@@ -407,8 +407,7 @@ class _Run:
             self.augment_generator.manual_seed(mix_seed(seed, epoch, index, rank, 1))
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            images = augment_batch(images, p["data_aug"], self.augment_generator).contiguous(
-                memory_format=self.memory_format)
+            images = augment_batch(images, p["data_aug"], self.augment_generator)
             with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
                 logits = self.network(images)
             loss = criterion(logits.float(), targets)
