@@ -4,8 +4,7 @@ The original ``src/Actin/train.py`` reads the whole training file into memory
 (data cast to float32, every label channel) before the first batch, then
 crops from that cache and augments each crop in the DataLoader worker. Ours
 (:func:`micranet_utils.train.runs.train`) reads each crop from the file when
-it is needed, augments the whole batch at once, and runs the network in the
-channels_last memory format on CPU. This script times both on the same
+it is needed and augments the whole batch at once. This script times both on the same
 training file, with the same model, batch size, crop size, augmentation
 probability and number of workers, in one process, in interleaved rounds
 (:mod:`harness`): each round runs ``--batches + 1`` batches of ours, then of
@@ -42,14 +41,17 @@ Adam 0.14. The network is everything; the data path is about 3 %.
 What was tried (interleaved, same process, load average 6 to 7 on 2 cores, so
 the ratios are indicative):
 
-* kept: channels_last (weights and batches) on CPU: forward + backward + Adam
+* measured, then NOT kept: channels_last (weights and batches) on CPU: forward + backward + Adam
   of one batch 1.36x faster than NCHW (256 px, batches of 16, 5 interleaved
   rounds: 10.2 s, 9.9-10.8, against 13.8 s, 12.2-14.5; load 5.9) and 1.17x to
   1.6x at 128 px, batches of 32 (load 7). The arithmetic is the
   same; oneDNN sums in another order, so the first loss differs by ~3e-6
   (relative) from an NCHW run and the weights after two Adam steps by up to
   4e-3 (Adam's step is ~lr wherever a gradient is near zero): runs are
-  reproducible and resumable as before, but not bitwise equal to NCHW runs;
+  reproducible and resumable as before, but not bitwise equal to NCHW runs,
+  and lesson 03 shows that ``train`` equals a plain NCHW training step to the
+  bit; the layout was taken back out of ``train/loop.py`` (the figures of the
+  last run below were measured with it);
 * kept: ``Adam(foreach=True)``: bitwise the same weights as the default
   per-parameter loop on CPU, one kernel per operation for all parameters;
 * dead end: ``Adam(fused=True)`` on CPU: no faster than foreach here (7.63 s
