@@ -306,9 +306,9 @@ def predict_folder(model, input, output, recipe="actin", *, name=None, group=Non
                    maps=bool(save_maps), tile=tile, overlap=overlap, normalize=normalize,
                    channel=channel, plane=plane, projection=projection, min_size=min_size,
                    min_area=min_area)
-    output_folder("output", out, inputs=[("input", source)])
     kept = {k: v for k, v in options.items() if k != "device"}
-    nets, params, options["folds"] = _load_models(options)
+    nets, params, options["folds"] = _load_models(options)     # a bad model leaves no output folder behind
+    output_folder("output", out, inputs=[("input", source)])
     sha256 = file_sha256(model)
     stems = _output_stems(paths)
     finished = {} if overwrite else _finished_results(out, paths, stems, kept, sha256)
