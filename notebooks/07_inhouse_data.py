@@ -47,6 +47,7 @@ import torch
 
 from micranet_utils.io.zoo import load_zoo, save_zoo
 from micranet_utils.model import gradcam
+from micranet_utils.apps.export_bioimageio import preprocess
 from micranet_utils.apps.folder_check import validate_folder
 from micranet_utils.analysis import metrics, recipes
 from micranet_utils.cli import main as micranet
@@ -435,6 +436,67 @@ plt.show()
 # outline). The masks (colour) should lie on the red outlines where the classifier calls
 # the class present, and be absent where it calls it absent. They are coarse, because the
 # network never saw a pixel label: they mark where its evidence for each class lies.
+
+# %% [markdown]
+# ### 6b. Share the model: a bioimage.io package
+#
+# Your colleagues may not use Python. The BioImage Model Zoo format is read by
+# **deepImageJ** (Fiji), **ilastik**, **napari** (its bioimage.io plug-ins) and QuPath.
+# `micranet export-bioimageio` writes the fine-tuned model as such a package:
+# `rdf.yaml` (the description), the weights twice (PyTorch state dict with its
+# architecture file, and TorchScript, which deepImageJ and QuPath run), a test image with
+# the outputs it must give, a cover image, and a `README.md` with the method, a model card
+# (training data, pixel size, classes, thresholds, scores, limits), the licence and the
+# citation.
+#
+# Those programs only call the network's `forward`, often with gradients switched off,
+# while Grad-CAM needs gradients. So the exported network back-propagates them itself,
+# inside `forward`, and returns what you computed above with `local_maps` and the recipe:
+# the Actin recipe's **combined map** of each class (steps 1-3: before the top-20 %
+# threshold) and the class **probabilities**. The thresholds and the recipe's constants are
+# in `rdf.yaml` (`config.micranet`), so that the masks can be made the same way there.
+#
+# The exporter refuses a model whose classes have no names, or that does not record its
+# training crop size or pixel size: the lab images here are 20 nm per pixel, and the
+# training files do not say so, hence `--pixel-size 20`.
+
+# %%
+PACKAGE = HERE / "demo.bioimageio"
+cover_image = HERE / "cover_image.npy"            # a 192 px crop of a new image with both structures
+np.save(cover_image, tifffile.imread(HERE / "new_images" / names[both[0]])[:192, :192])
+status = micranet(["export-bioimageio", "--model", str(result.best), "--output", str(PACKAGE),
+                   "--pixel-size", "20", "--test-image", str(cover_image), "--overwrite"])
+assert status == 0
+print(sorted(p.name for p in PACKAGE.iterdir()))
+print((PACKAGE / "README.md").read_text().split("**Thresholds:**")[0].split("## Model card")[1])
+
+# %% [markdown]
+# The package's network must give the maps this lesson computes with `local_maps` and
+# `recipes.score_maps`. Run its TorchScript weights as Fiji would, on the package's test
+# image after the preprocessing `rdf.yaml` declares (each image's 1st and 99.8th
+# percentiles to 0 and 1), and compare:
+
+# %%
+exported = torch.jit.load(str(PACKAGE / "weights_torchscript.pt"))
+x = preprocess(np.load(PACKAGE / "test_input.npy"))          # (1, 1, 192, 192), as the rdf preprocesses it
+with torch.no_grad():
+    package_maps, package_probabilities = exported(torch.from_numpy(x))
+layer_maps, logits = gradcam.local_maps(model, x)
+ours = recipes.score_maps(layer_maps, np.ones(logits.shape, bool), x, "actin")
+difference = float(np.abs(package_maps.numpy() - ours).max())
+print(f"probabilities {np.round(package_probabilities.numpy()[0].astype(float), 3).tolist()}; largest difference between "
+      f"the package's maps and micranet_utils: {difference:.1e}")
+assert difference <= 1e-5
+
+# %% [markdown]
+# To check a package as the Model Zoo does, run `bioimageio test demo.bioimageio/rdf.yaml`
+# in a terminal (it reruns the test image with both weight formats). Then open it: in Fiji,
+# *Plugins > DeepImageJ > DeepImageJ Install Model* (choose the folder or its zip);
+# in ilastik, the *Neural Network Classification* workflow; in napari, a bioimage.io
+# plug-in. They show the two outputs: `maps` (one channel per class) and `probabilities`.
+# The mask is one step away: keep the pixels above the 0.8 quantile of a class's map when
+# its probability is above its threshold. Predict on whole images, never in tiles: each map
+# is normalised over the image it was computed on.
 
 # %% [markdown]
 # ## 7. Checklist: adapting this to your data
